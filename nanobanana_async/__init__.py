@@ -1,0 +1,95 @@
+"""nanobanana_async: an asyncio-first client for the Nano Banana image-generation service.
+
+One ``NanoBanana`` client shares one connection pool and a bounded job budget,
+so many generation jobs can be submitted, polled and downloaded at once::
+
+    async with NanoBanana() as client:
+        result = await client.generate("a red fox", model="nano-banana-2", size="16:9")
+        path = await result.save("out/")
+
+Import public names from here; the ``_modules`` behind them are private.
+"""
+
+from ._client import NanoBanana
+from ._download import ImageKind, sniff_image
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ClientClosedError,
+    ConfigurationError,
+    DestinationExistsError,
+    DownloadError,
+    InsufficientBalanceError,
+    InvalidRequestError,
+    MalformedResponseError,
+    NanoBananaError,
+    NetworkError,
+    PermissionDeniedError,
+    RateLimitedError,
+    ResultExpiredError,
+    ServerError,
+    SubmissionUncertainError,
+    TaskFailedError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+    UnsafeURLError,
+    UsageError,
+)
+from ._http import DEFAULT_BASE_URL, Timeouts
+from ._models import ImageRequest, ImageResult, Outcome, Task, TaskStatus
+from ._polling import AdaptivePolling, FixedPolling, PollingPolicy
+from ._scheduler import OutcomeStream
+from ._vocabulary import MODELS, RESOLUTIONS, SIZES
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "MODELS",
+    "RESOLUTIONS",
+    "SIZES",
+    "APIError",
+    "AdaptivePolling",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientClosedError",
+    "ConfigurationError",
+    "DestinationExistsError",
+    "DownloadError",
+    "FixedPolling",
+    "ImageKind",
+    "ImageRequest",
+    "ImageResult",
+    "InsufficientBalanceError",
+    "InvalidRequestError",
+    "MalformedResponseError",
+    "NanoBanana",
+    "NanoBananaError",
+    "NetworkError",
+    "Outcome",
+    "OutcomeStream",
+    "PermissionDeniedError",
+    "PollingPolicy",
+    "RateLimitedError",
+    "ResultExpiredError",
+    "ServerError",
+    "SubmissionUncertainError",
+    "Task",
+    "TaskFailedError",
+    "TaskNotFoundError",
+    "TaskStatus",
+    "TaskTimeoutError",
+    "Timeouts",
+    "UnsafeURLError",
+    "UsageError",
+    "__version__",
+    "sniff_image",
+]
+
+# Reprs, tracebacks and docs name the public package, not the private module.
+for _name in __all__:
+    _value = globals()[_name]
+    if getattr(_value, "__module__", "").startswith("nanobanana_async._"):
+        _value.__module__ = __name__
+del _name, _value

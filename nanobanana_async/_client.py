@@ -1,0 +1,350 @@
+"""The NanoBanana client: its lifecycle and the one-job calls submit, get_task, wait, generate."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterable, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._download import DEFAULT_MAX_IMAGE_BYTES, Downloader
+from ._errors import (
+    ClientClosedError,
+    ConfigurationError,
+    MalformedResponseError,
+    NanoBananaError,
+    NetworkError,
+    RateLimitedError,
+    ServerError,
+    TaskFailedError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+    UsageError,
+)
+from ._http import API_KEY_ENV, DEFAULT_BASE_URL, HTTPClient, Timeouts
+from ._models import ImageRequest, ImageResult, Outcome, Task, TaskStatus, validate_task_id
+from ._naming import file_stem
+from ._polling import AdaptivePolling, JobKind, PollingPolicy
+from ._retry import MAX_RETRY_AFTER, Backoff
+from ._scheduler import BatchOptions, OutcomeStream
+from ._urls import check_base_url
+
+__all__ = ["NanoBanana"]
+
+logger = logging.getLogger("nanobanana_async")
+
+BASE_URL_ENV: Final = "NANOBANANA_BASE_URL"
+DEFAULT_MAX_CONCURRENCY: Final = 32
+DEFAULT_CONNECTION_LIMIT: Final = 100
+DEFAULT_MAX_DOWNLOADS: Final = 16
+#: Consecutive failed polls tolerated before wait() gives up.
+MAX_POLL_FAILURES: Final = 5
+#: How long after create a 404 is read as "not visible yet" rather than "no such task".
+NOT_FOUND_GRACE: Final = 10.0
+_POLL_BACKOFF: Final = Backoff(base=1.0, cap=30.0)
+
+
+def _positive_int(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def as_request(item: ImageRequest | str) -> ImageRequest:
+    """An ImageRequest as given, or one built from a bare prompt with the default model."""
+    if isinstance(item, ImageRequest):
+        return item
+    if isinstance(item, str):
+        return ImageRequest(prompt=item)
+    raise ConfigurationError(
+        f"expected an ImageRequest or a prompt string, got {type(item).__name__}"
+    )
+
+
+class NanoBanana:
+    """An async client for the Nano Banana service; use it as ``async with NanoBanana() as c``.
+
+    ``api_key`` defaults to ``$NANOBANANA_API_KEY``; ``base_url`` to
+    ``$NANOBANANA_BASE_URL`` and then the documented service URL.
+    ``max_concurrency`` bounds the jobs in flight across every call on this
+    client, from create until the image is fetched or the job has failed.
+    ``connection_limit`` bounds open HTTP connections (a separate pool).
+    ``polling`` decides when waiting jobs poll (``AdaptivePolling()`` by
+    default). Plain ``http://`` is refused to non-loopback hosts unless
+    ``allow_insecure_http=True``; proxy variables are honoured only with
+    ``trust_env=True``.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        polling: PollingPolicy | None = None,
+        connection_limit: int = DEFAULT_CONNECTION_LIMIT,
+        timeouts: Timeouts | None = None,
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        max_concurrent_downloads: int = DEFAULT_MAX_DOWNLOADS,
+        allow_insecure_http: bool = False,
+        trust_env: bool = False,
+    ) -> None:
+        self.max_concurrency = _positive_int("max_concurrency", max_concurrency)
+        _positive_int("connection_limit", connection_limit)
+        _positive_int("max_image_bytes", max_image_bytes)
+        if polling is not None and not isinstance(polling, PollingPolicy):
+            raise ConfigurationError(
+                "polling must be a PollingPolicy such as AdaptivePolling() or "
+                f"FixedPolling(interval=...), got {type(polling).__name__}"
+            )
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        url = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+        self.base_url = check_base_url(url, allow_insecure_http=allow_insecure_http)
+        self.polling: PollingPolicy = polling if polling is not None else AdaptivePolling()
+        self._http = HTTPClient(
+            base_url=self.base_url,
+            api_key=key or None,
+            pool_limit=connection_limit,
+            timeouts=timeouts or Timeouts(),
+            trust_env=trust_env,
+            allow_insecure_http=allow_insecure_http,
+        )
+        self._downloader = Downloader(self._http, max_bytes=max_image_bytes)
+        self._jobs = anyio.CapacityLimiter(self.max_concurrency)
+        self._downloads = anyio.CapacityLimiter(
+            _positive_int("max_concurrent_downloads", max_concurrent_downloads)
+        )
+        self._task_group: TaskGroup | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._http.closed else "open"
+        return (
+            f"<NanoBanana base_url={str(self.base_url)!r} max_concurrency={self.max_concurrency} "
+            f"polling={self.polling!r} {state}>"
+        )
+
+    async def __aenter__(self) -> Self:
+        if self._task_group is not None:
+            raise UsageError("this NanoBanana client is already open in an 'async with' block")
+        if self.closed:
+            raise ClientClosedError("the client is closed; create a new NanoBanana to continue")
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        self._task_group = group
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        group, self._task_group = self._task_group, None
+        try:
+            if group is not None:
+                group.cancel_scope.cancel()
+                return await group.__aexit__(exc_type, exc, tb)
+            return None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool. Safe to call twice; the client cannot be used afterwards."""
+        await self._http.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """True once the client has been closed."""
+        return self._http.closed
+
+    async def submit(self, request: ImageRequest | str) -> Task:
+        """Create one task (a paid generation) and return it as the service accepted it.
+
+        A bare string is a prompt for the default model. Invalid requests are
+        refused locally with ``InvalidRequestError``. A create whose answer was
+        lost raises ``SubmissionUncertainError`` and is never resent.
+        """
+        return await self._http.create(as_request(request))
+
+    async def get_task(self, task_id: str) -> Task:
+        """Query a task's status once."""
+        return await self._http.query(validate_task_id(task_id))
+
+    async def wait(self, task: Task | str, *, timeout: float | None = None) -> Task:
+        """Poll until the task completes or fails, and return the final Task whatever its status.
+
+        ``timeout`` (seconds) bounds the whole wait; past it ``TaskTimeoutError``
+        carries the id and last status, and the task may still finish: call
+        ``wait`` again to resume.
+        """
+        if isinstance(task, Task):
+            return await self._wait(task.id, (task.model, None), timeout, task.status)
+        return await self._wait(validate_task_id(task), (None, None), timeout, None)
+
+    async def generate(
+        self,
+        prompt: ImageRequest | str,
+        *,
+        model: str | None = None,
+        resolution: str | None = None,
+        size: str | None = None,
+        image_urls: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> ImageResult:
+        """Submit one image, wait for it, and return the result to ``read()`` or ``save()``.
+
+        Raises ``TaskFailedError`` (with the task id and the service's reason)
+        when generation fails, and ``TaskTimeoutError`` past ``timeout``.
+        """
+        if isinstance(prompt, ImageRequest):
+            request = prompt
+        else:
+            request = ImageRequest(
+                prompt=prompt,
+                resolution=resolution,
+                size=size,
+                image_urls=tuple(image_urls),
+                **({"model": model} if model is not None else {}),
+            )
+        async with self._jobs:
+            task = await self._http.create(request)
+            task = await self._wait(
+                task.id, (request.model, request.resolution), timeout, task.status
+            )
+        if task.status is TaskStatus.FAILED:
+            raise TaskFailedError(task)
+        return ImageResult(task, fetcher=self)
+
+    def generate_many(
+        self,
+        requests: Iterable[ImageRequest | str] | AsyncIterable[ImageRequest | str],
+        *,
+        save_to: str | os.PathLike[str] | None = None,
+        ordered: bool = False,
+        download: bool = True,
+        timeout: float | None = None,
+        overwrite: bool = False,
+    ) -> OutcomeStream:
+        """Generate an image for every input and stream back one ``Outcome`` per input.
+
+        ``requests`` is a sync or async iterable of ``ImageRequest`` or prompt
+        strings, read lazily (about ``max_concurrency`` ahead). Outcomes come in
+        completion order, or input order with ``ordered=True``. With
+        ``save_to`` each image is saved there as ``{index:05d}-{prompt-slug}.{ext}``;
+        otherwise its bytes are on ``outcome.data`` (or only the URL on
+        ``outcome.task`` with ``download=False``). A failed job is an outcome
+        with ``error``, never an exception that ends the stream. ``timeout``
+        bounds each job's wait.
+        """
+        options = BatchOptions(
+            save_to=Path(save_to) if save_to is not None else None,
+            download=download,
+            timeout=timeout,
+            overwrite=overwrite,
+        )
+        return OutcomeStream(self, requests, options, ordered)
+
+    async def _job(self, index: int, request: ImageRequest, options: BatchOptions) -> Outcome:
+        """Run one batch job from create to a fetched image; every failure becomes the outcome."""
+        task: Task | None = None
+        try:
+            async with self._jobs:
+                task = await self._http.create(request)
+                task = await self._wait(
+                    task.id, (request.model, request.resolution), options.timeout, task.status
+                )
+                if task.status is TaskStatus.FAILED:
+                    raise TaskFailedError(task)
+                if options.save_to is not None:
+                    async with self._downloads:
+                        path = await self._downloader.save(
+                            task,
+                            options.save_to,
+                            stem=file_stem(index, request.prompt),
+                            overwrite=options.overwrite,
+                        )
+                    return Outcome(request=request, index=index, task=task, path=path)
+                if options.download:
+                    async with self._downloads:
+                        data = await self._downloader.read(task)
+                    return Outcome(request=request, index=index, task=task, data=data)
+                return Outcome(request=request, index=index, task=task)
+        except NanoBananaError as exc:
+            return Outcome(request=request, index=index, task=task, error=exc)
+
+    async def read_image(self, task: Task) -> bytes:
+        """Download a completed task's image into memory (used by ``ImageResult.read``)."""
+        return await self._downloader.read(task)
+
+    async def save_image(
+        self, task: Task, destination: str | os.PathLike[str], *, overwrite: bool = False
+    ) -> Path:
+        """Save a completed task's image to disk (used by ``ImageResult.save``)."""
+        return await self._downloader.save(task, destination, overwrite=overwrite)
+
+    async def _wait(
+        self, task_id: str, kind: JobKind, timeout: float | None, status: TaskStatus | None
+    ) -> Task:
+        last_status: list[str | None] = [status.value if status is not None else None]
+        with anyio.move_on_after(timeout):
+            return await self._poll_until_done(task_id, kind, last_status)
+        assert timeout is not None
+        raise TaskTimeoutError(task_id, last_status=last_status[0], timeout=timeout)
+
+    async def _poll_until_done(
+        self, task_id: str, kind: JobKind, last_status: list[str | None]
+    ) -> Task:
+        started = time.monotonic()
+        last_pending: float | None = None
+        delay = self.polling.first_delay(kind)
+        polls = 0
+        while True:
+            await anyio.sleep(delay)
+            task = await self._poll_once(task_id, started)
+            if task is None:
+                delay = self.polling.next_delay(kind, polls)
+                continue
+            polls += 1
+            last_status[0] = task.raw_status or task.status.value
+            if task.is_terminal:
+                self.polling.observe(
+                    kind, last_pending=last_pending, finished=time.monotonic() - started
+                )
+                return task
+            last_pending = time.monotonic() - started
+            delay = self.polling.next_delay(kind, polls)
+
+    async def _poll_once(self, task_id: str, started: float) -> Task | None:
+        """One query with retries for transient faults; None means "not visible yet"."""
+        failures = 0
+        while True:
+            try:
+                return await self._http.query(task_id)
+            except TaskNotFoundError:
+                if time.monotonic() - started < NOT_FOUND_GRACE:
+                    return None
+                raise
+            except RateLimitedError as exc:
+                if exc.retry_after is None or exc.retry_after > MAX_RETRY_AFTER:
+                    pause = _POLL_BACKOFF.delay(failures)
+                else:
+                    pause = exc.retry_after
+                failures += 1
+                error: NanoBananaError = exc
+            except (NetworkError, ServerError, MalformedResponseError) as exc:
+                if isinstance(exc, MalformedResponseError) and not exc.transient:
+                    raise
+                failures += 1
+                pause = _POLL_BACKOFF.delay(failures - 1)
+                error = exc
+            if failures >= MAX_POLL_FAILURES:
+                raise error
+            logger.debug("poll of task %s failed (%s); retrying in %.2f s", task_id, error, pause)
+            await anyio.sleep(pause)

@@ -1,0 +1,402 @@
+"""The one place that sends HTTP: URLs, auth, timeouts, capped reads and error mapping.
+
+Only this module imports aiohttp. It owns one ``ClientSession`` per client,
+opened lazily inside the running loop and closed once. The API key travels
+as a per-request header on the two API calls (create and query), never as a
+session default and never on a download, whatever host an image URL names.
+Nothing here follows redirects for the API; downloads follow them by hand,
+https only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
+from typing import Any, Final
+
+import aiohttp
+import attrs
+import yarl
+
+from ._errors import (
+    APIError,
+    ClientClosedError,
+    ConfigurationError,
+    DownloadError,
+    MalformedResponseError,
+    NanoBananaError,
+    NetworkError,
+    ResultExpiredError,
+    ServerError,
+    SubmissionUncertainError,
+    UnsafeURLError,
+)
+from ._models import ImageRequest, Task, validate_task_id
+from ._responses import error_from_response, excerpt, looks_like_error, task_payload
+from ._urls import check_download_url, redacted
+
+__all__ = ["DEFAULT_BASE_URL", "DownloadBody", "HTTPClient", "Timeouts"]
+
+logger = logging.getLogger("nanobanana_async")
+
+DEFAULT_BASE_URL: Final = "https://zcbservice.aizfw.cn/kyyReactApiServer"
+API_KEY_ENV: Final = "NANOBANANA_API_KEY"
+#: Largest JSON answer read from the API; the real ones are a few hundred bytes.
+MAX_JSON_BYTES: Final = 1 << 20
+MAX_DOWNLOAD_REDIRECTS: Final = 5
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_EXPIRED: Final = frozenset({403, 404, 410})
+_CHUNK: Final = 1 << 16
+_USER_AGENT: Final = "nanobanana-async/0.1"
+
+
+@attrs.frozen
+class Timeouts:
+    """Per-phase network timeouts in seconds.
+
+    ``connect`` bounds opening a socket (not waiting for a pool slot),
+    ``read`` bounds any silence while reading an answer, ``total`` bounds one
+    whole API call. Downloads use ``connect`` and ``read`` but no total: a
+    large image on a slow link is fine as long as bytes keep arriving.
+    """
+
+    connect: float = 10.0
+    read: float = 30.0
+    total: float = 60.0
+
+
+class _Secret:
+    """Holds the API key so that no repr, log line or error can show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<redacted>"
+
+    __str__ = __repr__
+
+
+class DownloadBody:
+    """An image response being streamed: its declared length and type, and its chunks."""
+
+    def __init__(self, response: aiohttp.ClientResponse, task_id: str | None) -> None:
+        self._response = response
+        self._task_id = task_id
+        self.content_length: int | None = response.content_length
+        self.content_type: str | None = response.headers.get("Content-Type")
+        self.content_encoding: str | None = response.headers.get("Content-Encoding")
+
+    def __aiter__(self) -> DownloadBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk = await self._response.content.read(_CHUNK)
+        except aiohttp.ClientPayloadError:
+            raise NetworkError("the image download was cut short", operation="download") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _network_error(exc, "download", sent=True) from None
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+
+def _network_error(exc: BaseException, operation: str, *, sent: bool) -> NetworkError:
+    if isinstance(exc, aiohttp.ClientSSLError):
+        reason = f"TLS failure: {exc}"
+    elif isinstance(exc, TimeoutError):
+        reason = f"timed out ({type(exc).__name__})"
+    else:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return NetworkError(reason, operation=operation, sent=sent)
+
+
+def _provably_unsent(exc: BaseException, trace: SimpleNamespace) -> bool:
+    """True when the request cannot have reached the server."""
+    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+        return True
+    return not trace.headers_sent
+
+
+async def _on_headers_sent(
+    _session: aiohttp.ClientSession, ctx: SimpleNamespace, _params: object
+) -> None:
+    trace = ctx.trace_request_ctx
+    if trace is not None:
+        trace.headers_sent = True
+
+
+class HTTPClient:
+    """Sends the service's three kinds of request over one lazily opened session."""
+
+    def __init__(
+        self,
+        *,
+        base_url: yarl.URL,
+        api_key: str | None,
+        pool_limit: int,
+        timeouts: Timeouts,
+        trust_env: bool,
+        allow_insecure_http: bool,
+    ) -> None:
+        self.base_url = base_url
+        self._key = _Secret(api_key) if api_key else None
+        self._pool_limit = pool_limit
+        self._timeouts = timeouts
+        self._trust_env = trust_env
+        self._allow_insecure_http = allow_insecure_http
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        self._create_url = base_url.joinpath("v1", "banana", "images")
+        self._result_url = base_url.joinpath("v1", "result")
+
+    @property
+    def closed(self) -> bool:
+        """True once ``aclose()`` has run."""
+        return self._closed
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise ClientClosedError("the client is closed; create a new NanoBanana to continue")
+        if self._session is None:
+            trace = aiohttp.TraceConfig()
+            trace.on_request_headers_sent.append(_on_headers_sent)
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._pool_limit),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(
+                    total=self._timeouts.total,
+                    sock_connect=self._timeouts.connect,
+                    sock_read=self._timeouts.read,
+                ),
+                headers={"User-Agent": _USER_AGENT},
+                trust_env=self._trust_env,
+                trace_configs=[trace],
+            )
+        return self._session
+
+    def _auth_headers(self) -> dict[str, str]:
+        if self._key is None:
+            raise ConfigurationError(
+                f"no API key: pass api_key= to NanoBanana or set the {API_KEY_ENV} "
+                "environment variable"
+            )
+        return {"Authorization": f"Bearer {self._key.reveal()}", "Accept": "application/json"}
+
+    async def _read_capped(self, response: aiohttp.ClientResponse, operation: str) -> bytes:
+        declared = response.content_length
+        if declared is not None and declared > MAX_JSON_BYTES:
+            raise MalformedResponseError(
+                f"the {operation} answer declares {declared} bytes, over the "
+                f"{MAX_JSON_BYTES}-byte limit",
+                may_be_billed=operation == "create",
+            )
+        body = await response.content.read(MAX_JSON_BYTES + 1)
+        while len(body) <= MAX_JSON_BYTES:
+            more = await response.content.read(MAX_JSON_BYTES + 1 - len(body))
+            if not more:
+                break
+            body += more
+        if len(body) > MAX_JSON_BYTES:
+            raise MalformedResponseError(
+                f"the {operation} answer is larger than {MAX_JSON_BYTES} bytes",
+                may_be_billed=operation == "create",
+            )
+        return body
+
+    async def create(self, request: ImageRequest) -> Task:
+        """Send one paid create; ``SubmissionUncertainError`` if it may be billed unseen."""
+        session = self._open_session()
+        headers = self._auth_headers()
+        trace = SimpleNamespace(headers_sent=False)
+        sent_at = time.time()
+        started = time.monotonic()
+        try:
+            async with session.post(
+                self._create_url,
+                json=request.to_payload(),
+                headers=headers,
+                allow_redirects=False,
+                trace_request_ctx=trace,
+            ) as response:
+                status, answer_headers = response.status, response.headers
+                body = await self._read_capped(response, "create")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if _provably_unsent(exc, trace):
+                raise _network_error(exc, "create", sent=False) from None
+            raise SubmissionUncertainError(
+                f"{type(exc).__name__} after the request was sent",
+                request=request,
+                submitted_at=sent_at,
+            ) from None
+        except MalformedResponseError as exc:
+            raise SubmissionUncertainError(
+                exc.message, request=request, submitted_at=sent_at
+            ) from None
+        self._log("POST", self._create_url, status, started)
+        if status in _REDIRECTS:
+            location = yarl.URL(answer_headers.get("Location", ""))
+            raise APIError(
+                f"the service redirected the create to {location.host or 'an unknown host'}; "
+                "paid requests never follow redirects: check base_url",
+                status=status,
+                operation="create",
+            )
+        if 500 <= status <= 599:
+            error = error_from_response(status, body, answer_headers, operation="create")
+            raise SubmissionUncertainError(
+                f"the service answered HTTP {status}: {error.message}",
+                request=request,
+                submitted_at=sent_at,
+            )
+        return self._task_from(status, body, answer_headers, operation="create")
+
+    async def query(self, task_id: str) -> Task:
+        """One status query for ``task_id`` (free and idempotent)."""
+        validate_task_id(task_id)
+        session = self._open_session()
+        headers = self._auth_headers()
+        url = self._result_url.joinpath(task_id)
+        started = time.monotonic()
+        try:
+            async with session.get(url, headers=headers, allow_redirects=False) as response:
+                status, answer_headers = response.status, response.headers
+                body = await self._read_capped(response, "query")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _network_error(exc, "query", sent=True) from None
+        self._log("GET", url, status, started)
+        if status in _REDIRECTS:
+            raise APIError(
+                "the service redirected a task query; the key is only sent to the API origin",
+                status=status,
+                operation="query",
+                task_id=task_id,
+            )
+        return self._task_from(status, body, answer_headers, operation="query", task_id=task_id)
+
+    def _task_from(
+        self,
+        status: int,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        operation: str,
+        task_id: str | None = None,
+    ) -> Task:
+        if not 200 <= status <= 299:
+            raise error_from_response(status, body, headers, operation=operation, task_id=task_id)
+        data: Any = task_payload(body, operation=operation, task_id=task_id)
+        if isinstance(data, Mapping):
+            reported = looks_like_error(data)
+            if reported is not None:
+                raise error_from_response(
+                    reported, body, headers, operation=operation, task_id=task_id
+                )
+        try:
+            task = Task.from_response(data, expected_id=task_id if operation == "query" else None)
+        except MalformedResponseError as exc:
+            raise MalformedResponseError(
+                exc.message,
+                body_excerpt=excerpt(body),
+                may_be_billed=operation == "create",
+                task_id=exc.task_id or task_id,
+            ) from None
+        if task_id is not None and task.id != task_id:
+            raise MalformedResponseError(
+                f"asked for task {task_id} but the answer is about task {task.id}", task_id=task_id
+            )
+        return task
+
+    @asynccontextmanager
+    async def open_download(
+        self, url: str, *, task_id: str | None = None
+    ) -> AsyncIterator[DownloadBody]:
+        """Open an image URL for streaming: no key or cookies, no compression, redirects by hand."""
+        session = self._open_session()
+        target = check_download_url(
+            url, allow_insecure_http=self._allow_insecure_http, task_id=task_id
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeouts.connect, sock_read=self._timeouts.read
+        )
+        for _hop in range(MAX_DOWNLOAD_REDIRECTS + 1):
+            started = time.monotonic()
+            try:
+                response = await session.get(
+                    target,
+                    headers={"Accept-Encoding": "identity", "Accept": "image/*"},
+                    allow_redirects=False,
+                    auto_decompress=False,
+                    timeout=timeout,
+                )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise _network_error(exc, "download", sent=True) from None
+            try:
+                self._log("GET", target, response.status, started)
+                if response.status in _REDIRECTS:
+                    target = self._next_hop(target, response.headers.get("Location"), task_id)
+                    continue
+                if response.status in _EXPIRED:
+                    raise ResultExpiredError(task_id or "?", status=response.status)
+                if response.status != 200:
+                    raise self._download_status_error(response, task_id)
+                yield DownloadBody(response, task_id)
+                return
+            finally:
+                response.release()
+        raise DownloadError(
+            f"the image URL redirected more than {MAX_DOWNLOAD_REDIRECTS} times", task_id=task_id
+        )
+
+    def _next_hop(self, current: yarl.URL, location: str | None, task_id: str | None) -> yarl.URL:
+        if not location:
+            raise DownloadError("the file host sent a redirect without a Location", task_id=task_id)
+        try:
+            target = current.join(yarl.URL(location))
+        except ValueError:
+            raise DownloadError(
+                "the file host sent an unusable redirect", task_id=task_id
+            ) from None
+        if current.scheme == "https" and target.scheme == "http":
+            raise UnsafeURLError(
+                f"the file host redirected from https to plain http on {target.host}; refused",
+                task_id=task_id,
+            )
+        return check_download_url(
+            target, allow_insecure_http=self._allow_insecure_http, task_id=task_id
+        )
+
+    @staticmethod
+    def _download_status_error(
+        response: aiohttp.ClientResponse, task_id: str | None
+    ) -> NanoBananaError:
+        status = response.status
+        if status >= 500 or status in (408, 429):
+            return ServerError(
+                f"the file host answered HTTP {status}",
+                status=status,
+                operation="download",
+                task_id=task_id,
+            )
+        return DownloadError(f"the file host answered HTTP {status}", task_id=task_id)
+
+    def _log(self, method: str, url: yarl.URL, status: int, started: float) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            elapsed = (time.monotonic() - started) * 1000
+            logger.debug("%s %s -> %d in %.1f ms", method, redacted(url), status, elapsed)
+
+    async def aclose(self) -> None:
+        """Close the session and its connections; safe to call more than once."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()

@@ -1,0 +1,260 @@
+"""Running many jobs: lazy input, bounded workers, one outcome per input, streamed back.
+
+A batch is a fixed set of worker tasks that pull inputs one at a time, so a
+million-line input is never held in memory and the number of live tasks does
+not grow with it. Outcomes travel to the consumer through a memory object
+stream; the consumer never runs inside the batch's task group (PEP 789).
+Leaving the loop, raising in it or cancelling it cancels the batch at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import anyio
+import attrs
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
+
+from ._errors import (
+    AuthenticationError,
+    ConfigurationError,
+    InsufficientBalanceError,
+    InvalidRequestError,
+    NanoBananaError,
+    PermissionDeniedError,
+    UsageError,
+)
+from ._models import ImageRequest, Outcome
+
+if TYPE_CHECKING:
+    from ._client import NanoBanana
+
+__all__ = ["BatchOptions", "OutcomeStream"]
+
+#: Errors that doom every job of a batch: new submissions stop when one is seen.
+FATAL_ERRORS = (
+    AuthenticationError,
+    ConfigurationError,
+    InsufficientBalanceError,
+    PermissionDeniedError,
+)
+
+Inputs = Iterable[ImageRequest | str] | AsyncIterable[ImageRequest | str]
+
+
+@attrs.frozen
+class BatchOptions:
+    """How each job of a batch ends: saved under ``save_to``, read into memory, or left as a URL."""
+
+    save_to: Path | None = None
+    download: bool = True
+    timeout: float | None = None
+    overwrite: bool = False
+
+
+class _InputFeed:
+    """Hands out ``(index, item)`` pairs from a sync or async iterable, one at a time."""
+
+    def __init__(self, inputs: Inputs) -> None:
+        self._sync: Iterator[Any] | None = None
+        self._async: AsyncIterator[Any] | None = None
+        if isinstance(inputs, AsyncIterable):
+            self._async = aiter(inputs)
+        elif isinstance(inputs, Iterable) and not isinstance(inputs, (str, bytes, ImageRequest)):
+            self._sync = iter(inputs)
+        else:
+            raise UsageError(
+                "generate_many takes an iterable (or async iterable) of ImageRequest or prompt "
+                f"strings, got {type(inputs).__name__}; wrap a single prompt in a list"
+            )
+        self._lock = anyio.Lock()
+        self._next_index = 0
+        self.exhausted = False
+
+    async def next(self) -> tuple[int, Any] | None:
+        async with self._lock:
+            if self.exhausted:
+                return None
+            try:
+                if self._async is not None:
+                    item = await anext(self._async)
+                else:
+                    assert self._sync is not None
+                    item = next(self._sync)
+            except (StopIteration, StopAsyncIteration):
+                self.exhausted = True
+                return None
+            except BaseException:
+                self.exhausted = True
+                raise
+            index = self._next_index
+            self._next_index += 1
+            return index, item
+
+
+def _as_request(item: object) -> ImageRequest:
+    if isinstance(item, ImageRequest):
+        return item
+    if isinstance(item, str):
+        return ImageRequest(prompt=item)
+    raise InvalidRequestError("input", item, "an ImageRequest or a prompt string")
+
+
+class _Batch:
+    """The producing side of one generate_many call: workers, input feed and fatal stop."""
+
+    def __init__(
+        self,
+        client: NanoBanana,
+        inputs: Inputs,
+        options: BatchOptions,
+        send: MemoryObjectSendStream[Outcome],
+        window: anyio.Semaphore,
+    ) -> None:
+        self.client = client
+        self.feed = _InputFeed(inputs)
+        self.options = options
+        self.send = send
+        self.window = window
+        self.fatal: NanoBananaError | None = None
+        self.failure: BaseException | None = None
+        self.scope = anyio.CancelScope()
+
+    async def run(self) -> None:
+        """Run every input to an outcome; a crash is kept for the consumer, never raised here."""
+        try:
+            with self.scope:
+                async with self.send, anyio.create_task_group() as workers:
+                    for _ in range(self.client.max_concurrency):
+                        workers.start_soon(self._work)
+        except Exception as exc:  # handed to the consumer, who re-raises it
+            self.failure = exc
+
+    async def _work(self) -> None:
+        while True:
+            await self.window.acquire()
+            try:
+                pulled = await self.feed.next()
+            except Exception:
+                self.window.release()
+                raise
+            if pulled is None:
+                self.window.release()
+                return
+            index, item = pulled
+            outcome = await self._run_one(index, item)
+            await self.send.send(outcome)
+
+    async def _run_one(self, index: int, item: object) -> Outcome:
+        try:
+            request = _as_request(item)
+        except InvalidRequestError as exc:
+            return Outcome(request=None, index=index, error=exc)
+        if self.fatal is not None:
+            return Outcome(request=request, index=index, error=self.fatal)
+        outcome = await self.client._job(index, request, self.options)
+        if isinstance(outcome.error, FATAL_ERRORS) and self.fatal is None:
+            self.fatal = outcome.error
+        return outcome
+
+
+class OutcomeStream:
+    """The outcomes of a ``generate_many`` call, one per input, as an async iterator.
+
+    Use it directly with ``async for``, or as ``async with ... as outcomes``
+    for cleanup at a point of your choosing. Leaving early, raising in the
+    loop body or being cancelled cancels the jobs still in flight.
+    """
+
+    def __init__(
+        self, client: NanoBanana, inputs: Inputs, options: BatchOptions, ordered: bool
+    ) -> None:
+        self._client = client
+        self._ordered = ordered
+        width = client.max_concurrency * (2 if ordered else 1)
+        self._window = anyio.Semaphore(width)
+        send, self._receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=math.inf)
+        self._batch = _Batch(client, inputs, options, send, self._window)
+        self._own_group: TaskGroup | None = None
+        self._started = False
+        self._finished = False
+        self._held: dict[int, Outcome] = {}
+        self._next_index = 0
+
+    def _start(self, group: TaskGroup | None) -> None:
+        if self._started:
+            return
+        group = group or self._client._task_group
+        if group is None:
+            raise UsageError(
+                "iterate generate_many inside 'async with NanoBanana(...) as client', or "
+                "open the stream itself: 'async with client.generate_many(...) as outcomes'"
+            )
+        self._started = True
+        group.start_soon(self._batch.run)
+
+    async def __aenter__(self) -> Self:
+        self._own_group = anyio.create_task_group()
+        await self._own_group.__aenter__()
+        self._start(self._own_group)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self.cancel()
+        group, self._own_group = self._own_group, None
+        assert group is not None
+        return await group.__aexit__(exc_type, exc, tb)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Outcome:
+        self._start(None)
+        try:
+            return await self._next()
+        except BaseException:
+            self.cancel()
+            raise
+
+    async def _next(self) -> Outcome:
+        while True:
+            if self._ordered and self._next_index in self._held:
+                return self._deliver(self._held.pop(self._next_index))
+            try:
+                outcome = await self._receive.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                self._finished = True
+                if self._batch.failure is not None:
+                    raise self._batch.failure from None
+                raise StopAsyncIteration from None
+            if not self._ordered:
+                return self._deliver(outcome)
+            self._held[outcome.index] = outcome
+
+    def _deliver(self, outcome: Outcome) -> Outcome:
+        self._next_index += 1
+        self._window.release()
+        return outcome
+
+    def cancel(self) -> None:
+        """Stop the batch now: jobs in flight are cancelled and no new request starts."""
+        self._batch.scope.cancel()
+        self._receive.close()
+
+    def __del__(self) -> None:
+        # Leaving an `async for` early drops the last reference: stop the batch right away.
+        if not self._started:
+            self._batch.send.close()
+        elif not self._finished:
+            self._batch.scope.cancel()
+        self._receive.close()

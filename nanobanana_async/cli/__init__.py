@@ -1,0 +1,126 @@
+"""The ``nanobanana`` command: run a prompt file, generate one image, or serve the simulator.
+
+Needs the ``cli`` extra (``pip install "nanobanana-async[cli]"``) for rich.
+Exit codes: 0 when every image was produced, 1 when some failed, 2 for
+usage or configuration errors (such as a missing or rejected API key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .._vocabulary import MODELS, RESOLUTIONS, SIZES
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["main"]
+
+_RUN_HELP = """\
+Generate an image for every prompt of PROMPTS into --out.
+
+PROMPTS is a .txt file (one prompt a line; blank lines and lines starting
+with '#' are skipped), a .jsonl file (one JSON object a line with the
+fields prompt, model, resolution, size, image_urls), or '-' for standard
+input. A line that is not a valid request is reported with its line number
+and skipped (nothing is sent for it); the run goes on and exits 1.
+
+Images are saved as DIR/00042-a-red-fox.png (input index and a slug of the
+prompt); DIR/manifest.jsonl gets one line per input. Existing files are
+never overwritten.
+"""
+
+
+def _request_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the images")
+    parser.add_argument("--model", choices=MODELS, help="model for every prompt")
+    parser.add_argument("--size", choices=SIZES, help="aspect ratio for every prompt")
+    parser.add_argument(
+        "--resolution", type=str.lower, choices=RESOLUTIONS, help="resolution for every prompt"
+    )
+    parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="run against the built-in simulator on 127.0.0.1 (no key needed)",
+    )
+    parser.add_argument(
+        "--base-url", help="service base URL (default: $NANOBANANA_BASE_URL or the public one)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=32, metavar="N", help="jobs in flight (default 32)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``nanobanana`` command."""
+    parser = argparse.ArgumentParser(
+        prog="nanobanana", description="Generate images with the Nano Banana service."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="generate every prompt of a file into a folder",
+        description=_RUN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("prompts", metavar="PROMPTS", help="prompt file (.txt or .jsonl) or '-'")
+    _request_options(run)
+    run.add_argument("--ordered", action="store_true", help="report results in input order")
+    one = commands.add_parser("generate", help="generate one image into a folder")
+    one.add_argument("prompt", metavar="PROMPT", help="the prompt")
+    _request_options(one)
+    one.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
+    commands.add_parser(
+        "simulate",
+        help="serve the simulator on 127.0.0.1 (see 'nanobanana simulate --help')",
+        add_help=False,
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nanobanana`` console script; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["simulate"]:
+        from ..testing.__main__ import main as simulate
+
+        return simulate(args_list[1:])
+    try:
+        from rich.console import Console
+    except ImportError:
+        print(
+            "the nanobanana command needs rich: pip install 'nanobanana-async[cli]'",
+            file=sys.stderr,
+        )
+        return 2
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    if args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
+    if args.command == "run" and args.prompts != "-" and not Path(args.prompts).is_file():
+        parser.error(f"prompt file {args.prompts} does not exist")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    return _run_async(args, Console())
+
+
+def _run_async(args: argparse.Namespace, console: Console) -> int:
+    import anyio
+
+    from .._errors import NanoBananaError
+    from ._run import EXIT_USAGE, generate_command, run_command
+
+    command = run_command if args.command == "run" else generate_command
+    options = {"use_uvloop": True} if importlib.util.find_spec("uvloop") else {}
+    try:
+        return anyio.run(command, args, console, backend="asyncio", backend_options=options)
+    except NanoBananaError as exc:
+        console.print(f"error: {exc}", highlight=False)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        console.print("interrupted", highlight=False)
+        return 130

@@ -1,0 +1,133 @@
+"""``nanobanana run`` and ``nanobanana generate``: prompts in, a folder of images out."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from rich.console import Console
+
+from .._client import NanoBanana
+from .._errors import ConfigurationError, NanoBananaError
+from .._http import API_KEY_ENV
+from .._models import ImageRequest
+from .._scheduler import FATAL_ERRORS
+from ._inputs import BadLine, PromptSource, count_prompts, read_prompts
+from ._report import RunReport
+
+__all__ = ["EXIT_FAILURES", "EXIT_OK", "EXIT_USAGE", "generate_command", "run_command"]
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_USAGE = 2
+MANIFEST = "manifest.jsonl"
+
+
+@asynccontextmanager
+async def open_client(args: argparse.Namespace, console: Console) -> AsyncIterator[NanoBanana]:
+    """A client on the real service, or on an in-process simulator with ``--simulate``."""
+    if args.simulate:
+        from ..testing import LatencyProfile, Simulator
+
+        async with Simulator(latency=LatencyProfile.demo()) as simulator:
+            console.print(f"simulator serving on {simulator.base_url}", highlight=False)
+            async with NanoBanana(
+                api_key=simulator.api_key,
+                base_url=simulator.base_url,
+                max_concurrency=args.concurrency,
+            ) as client:
+                yield client
+        return
+    if not os.environ.get(API_KEY_ENV):
+        raise ConfigurationError(
+            f"no API key: set {API_KEY_ENV}, or pass --simulate to run on the built-in simulator"
+        )
+    async with NanoBanana(base_url=args.base_url, max_concurrency=args.concurrency) as client:
+        yield client
+
+
+async def run_command(args: argparse.Namespace, console: Console) -> int:
+    """Generate every prompt of a file into ``--out``; return the exit code."""
+    source = PromptSource(
+        args.prompts, model=args.model, resolution=args.resolution, size=args.size
+    )
+    out = Path(args.out)
+    report = RunReport(console, total=count_prompts(source), concurrency=args.concurrency)
+    lines: dict[int, int] = {}
+
+    def requests() -> Iterator[ImageRequest]:
+        for line, item in read_prompts(source):
+            if isinstance(item, BadLine):
+                report.bad_line(item.line, item.reason)
+                report.rows.append(_bad_row(item))
+                report.failed += 1
+                report.reasons["bad input line"] += 1
+                continue
+            lines[len(lines)] = line
+            yield item
+
+    async with open_client(args, console) as client:
+        with report:
+            batch = client.generate_many(requests(), save_to=out, ordered=args.ordered)
+            async for outcome in batch:
+                report.record(outcome, line=lines.pop(outcome.index, None))
+    report.write_manifest(out / MANIFEST)
+    console.print(report.summary(out))
+    return _exit_code(report, console)
+
+
+def _bad_row(bad: BadLine) -> dict[str, object]:
+    return {
+        "index": None,
+        "line": bad.line,
+        "prompt": None,
+        "task_id": None,
+        "status": "invalid",
+        "path": None,
+        "error": bad.reason,
+        "error_type": "InvalidRequestError",
+    }
+
+
+def _exit_code(report: RunReport, console: Console) -> int:
+    if report.failed == 0:
+        return EXIT_OK
+    fatal = {name.__name__ for name in FATAL_ERRORS}
+    if report.done == 0 and report.reasons and set(report.reasons) <= fatal:
+        first = next(row["error"] for row in report.rows if row["error"])
+        console.print(f"error: {first}", highlight=False)
+        return EXIT_USAGE
+    console.print(
+        f"{report.failed} of {report.failed + report.done} inputs failed; "
+        f"see {MANIFEST} for each reason",
+        highlight=False,
+    )
+    return EXIT_FAILURES
+
+
+async def generate_command(args: argparse.Namespace, console: Console) -> int:
+    """Generate one image and save it into ``--out``."""
+    request = ImageRequest(
+        prompt=args.prompt,
+        **{
+            key: value
+            for key, value in (
+                ("model", args.model),
+                ("resolution", args.resolution),
+                ("size", args.size),
+            )
+            if value is not None
+        },
+    )
+    async with open_client(args, console) as client:
+        try:
+            result = await client.generate(request, timeout=args.timeout)
+            path = await result.save(Path(args.out) / "")
+        except NanoBananaError as exc:
+            console.print(f"error: {exc}", highlight=False)
+            return EXIT_USAGE if isinstance(exc, FATAL_ERRORS) else EXIT_FAILURES
+    console.print(f"saved {path} (task {result.task.id})", highlight=False)
+    return EXIT_OK

@@ -1,0 +1,81 @@
+"""A faithful fake of the Nano Banana service, for tests, demos and benchmarks.
+
+:class:`Simulator` is an aiohttp.web server on 127.0.0.1 with two origins: the
+API (``sim.base_url``) and a separate file host (``sim.file_host_url``). It
+implements API.md (bearer auth, validation, queued -> processing ->
+completed/failed on a seeded :class:`LatencyProfile`, real PNG bytes of the
+requested aspect ratio, URL expiry), injects scheduled faults and counts what
+it served, so tests can assert on the server's side of the story::
+
+    from nanobanana_async.testing import Simulator, LatencyProfile, Respond
+
+    async with Simulator(latency=LatencyProfile.fast()) as sim:
+        sim.faults.push("create", Respond(502, "<html>Bad gateway</html>", create_first=True))
+        ...  # point a client at sim.base_url with sim.api_key
+        assert sim.counters.creates == 1
+
+Prompt markers (case-insensitive) steer a job's ending: ``[fail]`` (error as a
+string), ``[fail-object]`` (error as an object), ``[no-url]`` (completed with
+no image URL), ``[never]`` (processing forever), ``[expired]`` (its URL answers
+410).
+
+Run it standalone with ``python -m nanobanana_async.testing --help``.
+
+In pytest, the ``nanobanana_simulator`` fixture (registered by this package's
+pytest plugin) yields a started simulator with the fast profile. aiohttp runs
+on asyncio only, so select that backend for anyio's pytest plugin::
+
+    @pytest.fixture
+    def anyio_backend() -> str:
+        return "asyncio"
+"""
+
+from ._counters import RecordedRequest, SimulatorCounters
+from ._faults import (
+    Delay,
+    Endpoint,
+    Fault,
+    FaultQueues,
+    Redirect,
+    ResetConnection,
+    Respond,
+    Slow,
+    Truncate,
+)
+from ._latency import LatencyProfile
+from ._server import Simulator
+from ._state import SimTask
+
+__all__ = [
+    "Delay",
+    "Endpoint",
+    "Fault",
+    "FaultQueues",
+    "LatencyProfile",
+    "RecordedRequest",
+    "Redirect",
+    "ResetConnection",
+    "Respond",
+    "SimTask",
+    "Simulator",
+    "SimulatorCounters",
+    "Slow",
+    "Truncate",
+]
+
+for _cls in (
+    Delay,
+    FaultQueues,
+    LatencyProfile,
+    RecordedRequest,
+    Redirect,
+    ResetConnection,
+    Respond,
+    SimTask,
+    Simulator,
+    SimulatorCounters,
+    Slow,
+    Truncate,
+):
+    _cls.__module__ = __name__
+del _cls

@@ -1,0 +1,51 @@
+"""Shared fixtures: a simulator on loopback per test, and a client wired to it."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from nanobanana_async import FixedPolling, NanoBanana
+from nanobanana_async.testing import LatencyProfile, Simulator
+
+#: A key that must never show up anywhere the tests look.
+SENTINEL_KEY = "sk-SENTINEL-5b1f0c9e-never-leak"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """aiohttp is asyncio-only."""
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect at teardown, so an unclosed session's ResourceWarning fails the leaking test."""
+    yield
+    gc.collect()
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    """A simulator with fast jobs and the sentinel key."""
+    async with Simulator(api_key=SENTINEL_KEY, latency=LatencyProfile.fast(), seed=7) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def client(sim: Simulator) -> AsyncIterator[NanoBanana]:
+    """A client on the simulator that polls every 20 ms."""
+    async with NanoBanana(
+        api_key=sim.api_key, base_url=sim.base_url, polling=FixedPolling(interval=0.02)
+    ) as nano:
+        yield nano
+
+
+@pytest.fixture
+def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Capture the SDK's DEBUG log records."""
+    caplog.set_level(logging.DEBUG, logger="nanobanana_async")
+    return caplog
