@@ -39,6 +39,7 @@ from ._errors import (
 from ._http import DEFAULT_BASE_URL, Timeouts
 from ._models import ImageRequest, ImageResult, Outcome, Task, TaskStatus
 from ._polling import AdaptivePolling, FixedPolling, PollingPolicy
+from ._retry import Backoff, RetryPolicy
 from ._scheduler import OutcomeStream
 from ._vocabulary import MODELS, RESOLUTIONS, SIZES
 
@@ -52,6 +53,7 @@ __all__ = [
     "APIError",
     "AdaptivePolling",
     "AuthenticationError",
+    "Backoff",
     "BadRequestError",
     "ClientClosedError",
     "ConfigurationError",
@@ -73,6 +75,7 @@ __all__ = [
     "PollingPolicy",
     "RateLimitedError",
     "ResultExpiredError",
+    "RetryPolicy",
     "ServerError",
     "SubmissionUncertainError",
     "Task",

@@ -31,7 +31,7 @@ from ._http import API_KEY_ENV, DEFAULT_BASE_URL, HTTPClient, Timeouts
 from ._models import ImageRequest, ImageResult, Outcome, Task, TaskStatus, validate_task_id
 from ._naming import file_stem
 from ._polling import AdaptivePolling, JobKind, PollingPolicy
-from ._retry import MAX_RETRY_AFTER, Backoff
+from ._retry import MAX_RETRY_AFTER, RetryPolicy
 from ._scheduler import BatchOptions, OutcomeStream
 from ._urls import check_base_url
 
@@ -43,11 +43,6 @@ BASE_URL_ENV: Final = "NANOBANANA_BASE_URL"
 DEFAULT_MAX_CONCURRENCY: Final = 32
 DEFAULT_CONNECTION_LIMIT: Final = 100
 DEFAULT_MAX_DOWNLOADS: Final = 16
-#: Consecutive failed polls tolerated before wait() gives up.
-MAX_POLL_FAILURES: Final = 5
-#: How long after create a 404 is read as "not visible yet" rather than "no such task".
-NOT_FOUND_GRACE: Final = 10.0
-_POLL_BACKOFF: Final = Backoff(base=1.0, cap=30.0)
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -75,8 +70,10 @@ class NanoBanana:
     ``max_concurrency`` bounds the jobs in flight across every call on this
     client, from create until the image is fetched or the job has failed.
     ``connection_limit`` bounds open HTTP connections (a separate pool).
-    ``polling`` decides when waiting jobs poll (``AdaptivePolling()`` by
-    default). Plain ``http://`` is refused to non-loopback hosts unless
+    ``max_concurrent_downloads`` bounds image downloads, so slow downloads
+    cannot starve submissions. ``polling`` decides when waiting jobs poll
+    (``AdaptivePolling()`` by default) and ``retry`` how failed polls are
+    retried. Plain ``http://`` is refused to non-loopback hosts unless
     ``allow_insecure_http=True``; proxy variables are honoured only with
     ``trust_env=True``.
     """
@@ -88,6 +85,7 @@ class NanoBanana:
         *,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         polling: PollingPolicy | None = None,
+        retry: RetryPolicy | None = None,
         connection_limit: int = DEFAULT_CONNECTION_LIMIT,
         timeouts: Timeouts | None = None,
         max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
@@ -107,6 +105,7 @@ class NanoBanana:
         url = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
         self.base_url = check_base_url(url, allow_insecure_http=allow_insecure_http)
         self.polling: PollingPolicy = polling if polling is not None else AdaptivePolling()
+        self.retry = retry if retry is not None else RetryPolicy()
         self._http = HTTPClient(
             base_url=self.base_url,
             api_key=key or None,
@@ -328,12 +327,12 @@ class NanoBanana:
             try:
                 return await self._http.query(task_id)
             except TaskNotFoundError:
-                if time.monotonic() - started < NOT_FOUND_GRACE:
+                if time.monotonic() - started < self.retry.not_found_grace:
                     return None
                 raise
             except RateLimitedError as exc:
                 if exc.retry_after is None or exc.retry_after > MAX_RETRY_AFTER:
-                    pause = _POLL_BACKOFF.delay(failures)
+                    pause = self.retry.poll_backoff.delay(failures)
                 else:
                     pause = exc.retry_after
                 failures += 1
@@ -342,9 +341,9 @@ class NanoBanana:
                 if isinstance(exc, MalformedResponseError) and not exc.transient:
                     raise
                 failures += 1
-                pause = _POLL_BACKOFF.delay(failures - 1)
+                pause = self.retry.poll_backoff.delay(failures - 1)
                 error = exc
-            if failures >= MAX_POLL_FAILURES:
+            if failures >= self.retry.max_poll_failures:
                 raise error
             logger.debug("poll of task %s failed (%s); retrying in %.2f s", task_id, error, pause)
             await anyio.sleep(pause)

@@ -86,3 +86,19 @@ class Backoff:
         ceiling = min(self.cap, self.base * 2.0 ** min(attempt, 60))
         draw = (rng or random).uniform(0.0, ceiling)
         return max(self.floor, draw)
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How the client retries the calls that are safe to repeat.
+
+    ``poll_backoff`` spaces retries of a failed status query, at most
+    ``max_poll_failures`` in a row before the wait gives up with the last
+    error. A 404 within ``not_found_grace`` seconds of the create is read as
+    "not visible yet". Creates are never retried once they may have reached
+    the service. Tests pass tiny backoffs here instead of patching sleeps.
+    """
+
+    poll_backoff: Backoff = Backoff(base=1.0, cap=30.0)
+    max_poll_failures: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    not_found_grace: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))

@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from nanobanana_async import FixedPolling, NanoBanana
+from nanobanana_async import Backoff, FixedPolling, NanoBanana, RetryPolicy
 from nanobanana_async.testing import LatencyProfile, Simulator
 
 #: A key that must never show up anywhere the tests look.
 SENTINEL_KEY = "sk-SENTINEL-5b1f0c9e-never-leak"
+#: Retries without real waiting, so fault tests run in milliseconds.
+FAST_RETRY = RetryPolicy(poll_backoff=Backoff(base=0.001, cap=0.01, floor=0.0), not_found_grace=0.5)
 
 
 @pytest.fixture
@@ -37,9 +39,12 @@ async def sim() -> AsyncIterator[Simulator]:
 
 @pytest.fixture
 async def client(sim: Simulator) -> AsyncIterator[NanoBanana]:
-    """A client on the simulator that polls every 20 ms."""
+    """A client on the simulator that polls every 20 ms and retries without waiting."""
     async with NanoBanana(
-        api_key=sim.api_key, base_url=sim.base_url, polling=FixedPolling(interval=0.02)
+        api_key=sim.api_key,
+        base_url=sim.base_url,
+        polling=FixedPolling(interval=0.02),
+        retry=FAST_RETRY,
     ) as nano:
         yield nano
 
