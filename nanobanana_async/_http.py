@@ -211,6 +211,9 @@ class HTTPClient:
                 f"the {operation} answer is larger than {MAX_JSON_BYTES} bytes",
                 may_be_billed=operation == "create",
             )
+        if self._key is not None:
+            # A service that echoes the key back must not get it into our errors.
+            body = body.replace(self._key.reveal().encode(), b"<redacted>")
         return body
 
     async def create(self, request: ImageRequest) -> Task:

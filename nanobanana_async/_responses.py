@@ -34,7 +34,10 @@ EXCERPT_LENGTH = 160
 _BALANCE_WORDS = re.compile(r"balance|quota|credit|insufficient|余额|欠费", re.IGNORECASE)
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAGS = re.compile(r"<[^>]+>")
-_SECRETISH = re.compile(r"(?i)(bearer\s+|api[_-]?key[\"'=:\s]+|token[\"'=:\s]+)[^\s\"'&<>]+")
+_SECRETISH = re.compile(
+    r"(?i)(bearer\s+|(?:api[_-]?key|access[_-]?token|token|secret)[\"']?\s*[=:]\s*[\"']?)"
+    r"[^\s\"'&<>,;]+"
+)
 
 
 def _reject_constant(name: str) -> Any:
