@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import IO, Final
 
@@ -169,10 +169,7 @@ class Downloader:
             folder, fixed_name = _split_destination(destination)
         name_stem = stem if stem is not None else validate_task_id(task.id)
         await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
-        fd, temp_name = await anyio.to_thread.run_sync(
-            lambda: tempfile.mkstemp(prefix=f".{name_stem}.", suffix=".part", dir=folder)
-        )
-        temp = Path(temp_name)
+        fd, temp = await anyio.to_thread.run_sync(_create_temp, folder, name_stem)
         try:
             with os.fdopen(fd, "wb") as handle:
                 async with self._http.open_download(url, task_id=task.id) as body:
@@ -209,6 +206,16 @@ def _split_destination(destination: str | os.PathLike[str]) -> tuple[Path, str |
     if text.endswith(("/", os.sep)) or path.is_dir():
         return path, None
     return path.parent, path.name
+
+
+def _create_temp(folder: Path, stem: str) -> tuple[int, Path]:
+    """A new, exclusively created ``.{stem}.{random}.part`` file; permissions follow the umask."""
+    while True:
+        temp = folder / f".{stem}.{secrets.token_hex(6)}.part"
+        try:
+            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temp
+        except FileExistsError:
+            continue
 
 
 def _flush_and_sync(handle: IO[bytes]) -> None:

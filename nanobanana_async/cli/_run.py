@@ -32,7 +32,7 @@ async def open_client(args: argparse.Namespace, console: Console) -> AsyncIterat
     if args.simulate:
         from ..testing import LatencyProfile, Simulator
 
-        async with Simulator(latency=LatencyProfile.demo()) as simulator:
+        async with Simulator(latency=LatencyProfile.demo(), image_long_side=512) as simulator:
             console.print(f"simulator serving on {simulator.base_url}", highlight=False)
             async with NanoBanana(
                 api_key=simulator.api_key,
