@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import AsyncIterable, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -17,22 +16,15 @@ from ._download import DEFAULT_MAX_IMAGE_BYTES, Downloader
 from ._errors import (
     ClientClosedError,
     ConfigurationError,
-    MalformedResponseError,
-    NanoBananaError,
-    NetworkError,
-    RateLimitedError,
-    ServerError,
     TaskFailedError,
-    TaskNotFoundError,
-    TaskTimeoutError,
     UsageError,
 )
 from ._http import API_KEY_ENV, DEFAULT_BASE_URL, HTTPClient, Timeouts
-from ._models import ImageRequest, ImageResult, Outcome, Task, TaskStatus, validate_task_id
-from ._naming import file_stem
-from ._polling import AdaptivePolling, JobKind, PollingPolicy
-from ._retry import MAX_RETRY_AFTER, RetryPolicy
-from ._scheduler import BatchOptions, OutcomeStream
+from ._jobs import BatchOptions, JobRunner
+from ._models import ImageRequest, ImageResult, Task, TaskStatus, validate_task_id
+from ._polling import AdaptivePolling, PollingPolicy
+from ._retry import Retrier, RetryPolicy
+from ._scheduler import OutcomeStream
 from ._urls import check_base_url
 
 __all__ = ["NanoBanana"]
@@ -72,8 +64,12 @@ class NanoBanana:
     ``connection_limit`` bounds open HTTP connections (a separate pool).
     ``max_concurrent_downloads`` bounds image downloads, so slow downloads
     cannot starve submissions. ``polling`` decides when waiting jobs poll
-    (``AdaptivePolling()`` by default) and ``retry`` how failed polls are
-    retried. Plain ``http://`` is refused to non-loopback hosts unless
+    (``AdaptivePolling()`` by default) and ``retry`` what is retried and
+    how (``RetryPolicy()``). ``max_requests_per_second`` caps API calls for
+    users who know their quota (by default the client adapts to 429s).
+    ``idempotency_header`` names a header to carry each submission's client
+    key, for a service that deduplicates on it (none is sent by default).
+    Plain ``http://`` is refused to non-loopback hosts unless
     ``allow_insecure_http=True``; proxy variables are honoured only with
     ``trust_env=True``.
     """
@@ -90,6 +86,8 @@ class NanoBanana:
         timeouts: Timeouts | None = None,
         max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         max_concurrent_downloads: int = DEFAULT_MAX_DOWNLOADS,
+        max_requests_per_second: float | None = None,
+        idempotency_header: str | None = None,
         allow_insecure_http: bool = False,
         trust_env: bool = False,
     ) -> None:
@@ -113,11 +111,15 @@ class NanoBanana:
             timeouts=timeouts or Timeouts(),
             trust_env=trust_env,
             allow_insecure_http=allow_insecure_http,
+            idempotency_header=idempotency_header,
         )
-        self._downloader = Downloader(self._http, max_bytes=max_image_bytes)
-        self._jobs = anyio.CapacityLimiter(self.max_concurrency)
-        self._downloads = anyio.CapacityLimiter(
-            _positive_int("max_concurrent_downloads", max_concurrent_downloads)
+        self._runner = JobRunner(
+            http=self._http,
+            downloader=Downloader(self._http, max_bytes=max_image_bytes),
+            retrier=Retrier(self.retry, max_requests_per_second=max_requests_per_second),
+            polling=self.polling,
+            max_concurrency=self.max_concurrency,
+            max_downloads=_positive_int("max_concurrent_downloads", max_concurrent_downloads),
         )
         self._task_group: TaskGroup | None = None
 
@@ -170,7 +172,7 @@ class NanoBanana:
         refused locally with ``InvalidRequestError``. A create whose answer was
         lost raises ``SubmissionUncertainError`` and is never resent.
         """
-        return await self._http.create(as_request(request))
+        return await self._runner.create(as_request(request))
 
     async def get_task(self, task_id: str) -> Task:
         """Query a task's status once."""
@@ -184,8 +186,8 @@ class NanoBanana:
         ``wait`` again to resume.
         """
         if isinstance(task, Task):
-            return await self._wait(task.id, (task.model, None), timeout, task.status)
-        return await self._wait(validate_task_id(task), (None, None), timeout, None)
+            return await self._runner.wait(task.id, (task.model, None), timeout, task.status)
+        return await self._runner.wait(validate_task_id(task), (None, None), timeout, None)
 
     async def generate(
         self,
@@ -212,9 +214,10 @@ class NanoBanana:
                 image_urls=tuple(image_urls),
                 **({"model": model} if model is not None else {}),
             )
-        async with self._jobs:
-            task = await self._http.create(request)
-            task = await self._wait(
+        runner = self._runner
+        async with runner.jobs:
+            task = await runner.create(request)
+            task = await runner.wait(
                 task.id, (request.model, request.resolution), timeout, task.status
             )
         if task.status is TaskStatus.FAILED:
@@ -250,100 +253,12 @@ class NanoBanana:
         )
         return OutcomeStream(self, requests, options, ordered)
 
-    async def _job(self, index: int, request: ImageRequest, options: BatchOptions) -> Outcome:
-        """Run one batch job from create to a fetched image; every failure becomes the outcome."""
-        task: Task | None = None
-        try:
-            async with self._jobs:
-                task = await self._http.create(request)
-                task = await self._wait(
-                    task.id, (request.model, request.resolution), options.timeout, task.status
-                )
-                if task.status is TaskStatus.FAILED:
-                    raise TaskFailedError(task)
-                if options.save_to is not None:
-                    async with self._downloads:
-                        path = await self._downloader.save(
-                            task,
-                            options.save_to,
-                            stem=file_stem(index, request.prompt),
-                            overwrite=options.overwrite,
-                        )
-                    return Outcome(request=request, index=index, task=task, path=path)
-                if options.download:
-                    async with self._downloads:
-                        data = await self._downloader.read(task)
-                    return Outcome(request=request, index=index, task=task, data=data)
-                return Outcome(request=request, index=index, task=task)
-        except NanoBananaError as exc:
-            return Outcome(request=request, index=index, task=task, error=exc)
-
     async def read_image(self, task: Task) -> bytes:
         """Download a completed task's image into memory (used by ``ImageResult.read``)."""
-        return await self._downloader.read(task)
+        return await self._runner.read(task)
 
     async def save_image(
         self, task: Task, destination: str | os.PathLike[str], *, overwrite: bool = False
     ) -> Path:
         """Save a completed task's image to disk (used by ``ImageResult.save``)."""
-        return await self._downloader.save(task, destination, overwrite=overwrite)
-
-    async def _wait(
-        self, task_id: str, kind: JobKind, timeout: float | None, status: TaskStatus | None
-    ) -> Task:
-        last_status: list[str | None] = [status.value if status is not None else None]
-        with anyio.move_on_after(timeout):
-            return await self._poll_until_done(task_id, kind, last_status)
-        assert timeout is not None
-        raise TaskTimeoutError(task_id, last_status=last_status[0], timeout=timeout)
-
-    async def _poll_until_done(
-        self, task_id: str, kind: JobKind, last_status: list[str | None]
-    ) -> Task:
-        started = time.monotonic()
-        last_pending: float | None = None
-        delay = self.polling.first_delay(kind)
-        polls = 0
-        while True:
-            await anyio.sleep(delay)
-            task = await self._poll_once(task_id, started)
-            if task is None:
-                delay = self.polling.next_delay(kind, polls)
-                continue
-            polls += 1
-            last_status[0] = task.raw_status or task.status.value
-            if task.is_terminal:
-                self.polling.observe(
-                    kind, last_pending=last_pending, finished=time.monotonic() - started
-                )
-                return task
-            last_pending = time.monotonic() - started
-            delay = self.polling.next_delay(kind, polls)
-
-    async def _poll_once(self, task_id: str, started: float) -> Task | None:
-        """One query with retries for transient faults; None means "not visible yet"."""
-        failures = 0
-        while True:
-            try:
-                return await self._http.query(task_id)
-            except TaskNotFoundError:
-                if time.monotonic() - started < self.retry.not_found_grace:
-                    return None
-                raise
-            except RateLimitedError as exc:
-                if exc.retry_after is None or exc.retry_after > MAX_RETRY_AFTER:
-                    pause = self.retry.poll_backoff.delay(failures)
-                else:
-                    pause = exc.retry_after
-                failures += 1
-                error: NanoBananaError = exc
-            except (NetworkError, ServerError, MalformedResponseError) as exc:
-                if isinstance(exc, MalformedResponseError) and not exc.transient:
-                    raise
-                failures += 1
-                pause = self.retry.poll_backoff.delay(failures - 1)
-                error = exc
-            if failures >= self.retry.max_poll_failures:
-                raise error
-            logger.debug("poll of task %s failed (%s); retrying in %.2f s", task_id, error, pause)
-            await anyio.sleep(pause)
+        return await self._runner.save(task, destination, overwrite=overwrite)

@@ -120,6 +120,7 @@ class _ImageStream:
             raise DownloadError(
                 f"the {self.kind.mime} image ended early after {self.size} bytes (truncated)",
                 task_id=self.task_id,
+                retryable=True,
             )
         return self.kind
 

@@ -22,6 +22,7 @@
     ├── TaskTimeoutError (TimeoutError)        waiting for a task ran past its deadline
     ├── ResultExpiredError                     the image URL expired before it was downloaded
     └── DownloadError                          the image could not be fetched or stored safely
+        ├── DownloadTimeoutError (TimeoutError)  the download stalled past its deadline
         ├── UnsafeURLError                     an image URL the SDK refuses to fetch (scheme, host)
         └── DestinationExistsError             the target file exists (also a FileExistsError)
 
@@ -149,11 +150,20 @@ class NetworkError(NanoBananaError, ConnectionError):
 
     ``sent`` tells whether the request may have reached the server. For a
     create, ``sent=False`` means nothing was submitted and nothing was billed.
+    ``retryable`` is False for failures a retry cannot fix (a bad certificate).
     """
 
-    def __init__(self, message: str, *, operation: str = "request", sent: bool = True) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        operation: str = "request",
+        sent: bool = True,
+        retryable: bool = True,
+    ) -> None:
         self.operation = operation
         self.sent = sent
+        self.retryable = retryable
         if operation == "create" and not sent:
             message = f"{message}; not submitted, not billed"
         super().__init__(f"{operation} failed: {message}")
@@ -163,7 +173,8 @@ class SubmissionUncertainError(NanoBananaError):
     """A create request was sent but its answer was lost: the task may exist and be billed.
 
     The SDK never resubmits such a request by itself. ``request`` is what was
-    sent and ``submitted_at`` the Unix time it was sent.
+    sent, ``submitted_at`` the Unix time it was sent, and ``client_key`` the
+    key the SDK minted for this submission (kept across its attempts).
     """
 
     def __init__(
@@ -172,10 +183,12 @@ class SubmissionUncertainError(NanoBananaError):
         *,
         request: ImageRequest | None = None,
         submitted_at: float | None = None,
+        client_key: str | None = None,
     ) -> None:
         self.reason = reason
         self.request = request
         self.submitted_at = time.time() if submitted_at is None else submitted_at
+        self.client_key = client_key
         super().__init__(
             f"create was sent but its answer was lost ({reason}): the task may exist and be "
             "billed; it was not resubmitted"
@@ -248,13 +261,23 @@ class ResultExpiredError(NanoBananaError):
 
 
 class DownloadError(NanoBananaError):
-    """The image could not be downloaded or stored safely. ``task_id`` names the task when known."""
+    """The image could not be downloaded or stored safely. ``task_id`` names the task when known.
 
-    def __init__(self, message: str, *, task_id: str | None = None) -> None:
+    ``retryable`` is True when a fresh attempt may succeed (a truncated body).
+    """
+
+    def __init__(
+        self, message: str, *, task_id: str | None = None, retryable: bool = False
+    ) -> None:
         self.message = message
         self.task_id = task_id
+        self.retryable = retryable
         where = f"task {task_id}: " if task_id else ""
         super().__init__(f"{where}{message}")
+
+
+class DownloadTimeoutError(DownloadError, TimeoutError):
+    """The image download, retries included, ran past its deadline (a stalled file host)."""
 
 
 class UnsafeURLError(DownloadError):

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any, Final
 
 import aiohttp
+import anyio
 import attrs
 import yarl
 
@@ -112,12 +113,17 @@ class DownloadBody:
 
 def _network_error(exc: BaseException, operation: str, *, sent: bool) -> NetworkError:
     if isinstance(exc, aiohttp.ClientSSLError):
-        reason = f"TLS failure: {exc}"
-    elif isinstance(exc, TimeoutError):
+        # A certificate the client does not trust will not become trusted on retry.
+        return NetworkError(f"TLS failure: {exc}", operation=operation, sent=sent, retryable=False)
+    if isinstance(exc, TimeoutError):
         reason = f"timed out ({type(exc).__name__})"
     else:
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return NetworkError(reason, operation=operation, sent=sent)
+
+
+#: Called when a create's caller was cancelled after the request left: (request, key, task).
+AbandonedCreate = Callable[[ImageRequest, str, Task | None], None]
 
 
 def _provably_unsent(exc: BaseException, trace: SimpleNamespace) -> bool:
@@ -147,8 +153,10 @@ class HTTPClient:
         timeouts: Timeouts,
         trust_env: bool,
         allow_insecure_http: bool,
+        idempotency_header: str | None = None,
     ) -> None:
         self.base_url = base_url
+        self._idempotency_header = idempotency_header
         self._key = _Secret(api_key) if api_key else None
         self._pool_limit = pool_limit
         self._timeouts = timeouts
@@ -216,13 +224,71 @@ class HTTPClient:
             body = body.replace(self._key.reveal().encode(), b"<redacted>")
         return body
 
-    async def create(self, request: ImageRequest) -> Task:
-        """Send one paid create; ``SubmissionUncertainError`` if it may be billed unseen."""
+    async def create(
+        self,
+        request: ImageRequest,
+        *,
+        client_key: str,
+        grace: float,
+        on_abandoned: AbandonedCreate | None = None,
+    ) -> Task:
+        """Send one paid create; ``SubmissionUncertainError`` if it may be billed unseen.
+
+        If the caller is cancelled after the request left, the answer is still
+        awaited for up to ``grace`` seconds (shielded) and handed to
+        ``on_abandoned`` (the Task, or None if no answer came), so a billed
+        task id is not lost. Cancelled before sending, nothing is billed.
+        """
+        trace = SimpleNamespace(headers_sent=False)
+        answer: list[Task | Exception] = []
+        finished = anyio.Event()
+        shield = anyio.CancelScope(shield=True)
+        abandoned = False
+
+        async def attempt() -> None:
+            with shield:
+                try:
+                    answer.append(await self._create_once(request, client_key, trace))
+                except Exception as exc:  # handed back to the caller below
+                    answer.append(exc)
+            finished.set()
+
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(attempt)
+                try:
+                    await finished.wait()
+                except anyio.get_cancelled_exc_class():
+                    if trace.headers_sent:
+                        abandoned = True
+                        shield.deadline = anyio.current_time() + grace
+                    else:
+                        shield.cancel()
+                    raise
+        finally:
+            if abandoned and on_abandoned is not None:
+                first = answer[0] if answer else None
+                on_abandoned(request, client_key, first if isinstance(first, Task) else None)
+        result = answer[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def _create_once(
+        self, request: ImageRequest, client_key: str, trace: SimpleNamespace
+    ) -> Task:
         session = self._open_session()
         headers = self._auth_headers()
-        trace = SimpleNamespace(headers_sent=False)
+        if self._idempotency_header:
+            headers[self._idempotency_header] = client_key
         sent_at = time.time()
         started = time.monotonic()
+
+        def uncertain(reason: str) -> SubmissionUncertainError:
+            return SubmissionUncertainError(
+                reason, request=request, submitted_at=sent_at, client_key=client_key
+            )
+
         try:
             async with session.post(
                 self._create_url,
@@ -236,15 +302,9 @@ class HTTPClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             if _provably_unsent(exc, trace):
                 raise _network_error(exc, "create", sent=False) from None
-            raise SubmissionUncertainError(
-                f"{type(exc).__name__} after the request was sent",
-                request=request,
-                submitted_at=sent_at,
-            ) from None
+            raise uncertain(f"{type(exc).__name__} after the request was sent") from None
         except MalformedResponseError as exc:
-            raise SubmissionUncertainError(
-                exc.message, request=request, submitted_at=sent_at
-            ) from None
+            raise uncertain(exc.message) from None
         self._log("POST", self._create_url, status, started)
         if status in _REDIRECTS:
             location = yarl.URL(answer_headers.get("Location", ""))
@@ -256,11 +316,7 @@ class HTTPClient:
             )
         if 500 <= status <= 599:
             error = error_from_response(status, body, answer_headers, operation="create")
-            raise SubmissionUncertainError(
-                f"the service answered HTTP {status}: {error.message}",
-                request=request,
-                submitted_at=sent_at,
-            )
+            raise uncertain(f"the service answered HTTP {status}: {error.message}")
         return self._task_from(status, body, answer_headers, operation="create")
 
     async def query(self, task_id: str) -> Task:

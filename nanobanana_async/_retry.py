@@ -1,22 +1,47 @@
-"""Retry policy: which delays to wait between attempts, and how to read Retry-After.
+"""The one retry layer: which failures are retried, how long to wait, and Retry-After.
 
-Backoff is "full jitter": attempt ``n`` waits a uniform random time in
-``[0, min(cap, base * 2**n)]`` (never below a small floor), so thousands of
-jobs that fail together do not come back together.
+The policy (RELIABILITY.md) in short: a paid create is retried only when it
+provably never reached the service (connect-phase failures, 408) or was
+refused with 429; anything after the request left raises
+``SubmissionUncertainError`` and is never resent. Status queries and
+downloads are free, so transient failures there are retried with
+full-jitter backoff: attempt ``n`` waits a uniform time in
+``[0, min(cap, base * 2**n)]``, so jobs that fail together do not come back
+together. A client-wide budget caps retries; no sleep runs past the
+caller's deadline.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from email.utils import parsedate_to_datetime
+from typing import Final, TypeVar
 
+import anyio
 import attrs
 
+from ._errors import (
+    APIError,
+    DownloadError,
+    DownloadTimeoutError,
+    MalformedResponseError,
+    NanoBananaError,
+    NetworkError,
+    RateLimitedError,
+    ServerError,
+    TaskNotFoundError,
+)
+from ._limits import AdaptiveRate, PauseGate, RateLimiter, RetryBudget
+
+T = TypeVar("T")
+logger = logging.getLogger("nanobanana_async")
+
 #: Longest Retry-After the SDK will sleep for by itself; longer asks surface as RateLimitedError.
-MAX_RETRY_AFTER = 60.0
+MAX_RETRY_AFTER: Final = 60.0
 
 
 def parse_retry_after(
@@ -90,15 +115,207 @@ class Backoff:
 
 @attrs.frozen
 class RetryPolicy:
-    """How the client retries the calls that are safe to repeat.
+    """How the client retries, per kind of call (defaults from RELIABILITY.md).
 
-    ``poll_backoff`` spaces retries of a failed status query, at most
-    ``max_poll_failures`` in a row before the wait gives up with the last
-    error. A 404 within ``not_found_grace`` seconds of the create is read as
-    "not visible yet". Creates are never retried once they may have reached
-    the service. Tests pass tiny backoffs here instead of patching sleeps.
+    Creates: ``create_attempts`` tries for failures that provably never left
+    the client, spaced by ``create_backoff``; 429s up to
+    ``rate_limit_attempts`` tries within ``rate_limit_window`` seconds, each
+    pausing every create of the client. Polls: at most ``poll_failures``
+    failures in a row, spaced by ``poll_backoff``; a 404 within
+    ``not_found_grace`` s of the create means "not visible yet". Downloads:
+    ``download_attempts`` tries spaced by ``download_backoff``, all within
+    ``download_timeout`` s. A Retry-After up to ``max_retry_after`` s is
+    honoured (plus up to 10 % jitter); a longer one raises RateLimitedError.
+    ``budget_*`` shape the client-wide retry budget. ``cancel_grace`` is how
+    long a cancelled create that was already sent may still finish, so its
+    billed task id is not lost. ``sleep`` is a test seam.
     """
 
+    create_attempts: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    create_backoff: Backoff = Backoff(base=0.5, cap=8.0)
+    rate_limit_attempts: int = attrs.field(default=6, validator=attrs.validators.ge(1))
+    rate_limit_window: float = 120.0
+    max_retry_after: float = MAX_RETRY_AFTER
+    poll_failures: int = attrs.field(default=5, validator=attrs.validators.ge(1))
     poll_backoff: Backoff = Backoff(base=1.0, cap=30.0)
-    max_poll_failures: int = attrs.field(default=5, validator=attrs.validators.ge(1))
     not_found_grace: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
+    download_attempts: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+    download_backoff: Backoff = Backoff(base=1.0, cap=20.0)
+    download_timeout: float = attrs.field(default=600.0, validator=attrs.validators.gt(0))
+    budget_capacity: float = 500.0
+    budget_cost: float = 5.0
+    budget_refund: float = 1.0
+    cancel_grace: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
+    sleep: Callable[[float], Awaitable[None]] = attrs.field(default=anyio.sleep, repr=False)
+
+
+class Retrier:
+    """Runs calls under the RetryPolicy, with the pacing shared by every job of a client."""
+
+    def __init__(
+        self, policy: RetryPolicy, *, max_requests_per_second: float | None = None
+    ) -> None:
+        self.policy = policy
+        self.budget = RetryBudget(
+            capacity=policy.budget_capacity, cost=policy.budget_cost, refund=policy.budget_refund
+        )
+        self.create_gate = PauseGate()
+        self.poll_pace = AdaptiveRate()
+        self._requests = (
+            RateLimiter(max_requests_per_second) if max_requests_per_second is not None else None
+        )
+        self.retries = 0
+
+    async def _paced(self) -> None:
+        if self._requests is not None:
+            await self._requests.acquire()
+
+    def _charge(self, error: NanoBananaError) -> None:
+        if not self.budget.try_spend():
+            logger.debug("retry budget exhausted; failing fast with %s", type(error).__name__)
+            raise error
+        self.retries += 1
+
+    def _retry_after(self, error: RateLimitedError, attempt: int, backoff: Backoff) -> float:
+        """A 429's wait: Retry-After when sane, backoff when absent, raise when too long."""
+        asked = error.retry_after
+        if asked is None or asked <= 0:
+            self._charge(error)
+            return backoff.delay(attempt)
+        if asked > self.policy.max_retry_after:
+            raise error
+        return asked * (1.0 + random.uniform(0.0, 0.1))
+
+    async def _sleep(self, delay: float, error: NanoBananaError) -> None:
+        """Wait before a retry, or give up now if the wait would outlast the caller's deadline."""
+        if anyio.current_time() + delay >= anyio.current_effective_deadline():
+            raise error
+        await self.policy.sleep(delay)
+
+    def _log(self, operation: str, attempt: int, delay: float, error: BaseException) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s attempt %d failed (%s); retrying in %.2f s",
+                operation,
+                attempt,
+                type(error).__name__,
+                delay,
+            )
+
+    async def create(self, send: Callable[[], Awaitable[T]]) -> T:
+        """Send a create, retrying only what provably never reached the service, and 429s."""
+        policy = self.policy
+        failures = limited = 0
+        first_limited: float | None = None
+        while True:
+            await self.create_gate.wait()
+            await self._paced()
+            try:
+                result = await send()
+            except RateLimitedError as exc:
+                now = anyio.current_time()
+                first_limited = now if first_limited is None else first_limited
+                limited += 1
+                if limited >= policy.rate_limit_attempts or now - first_limited > (
+                    policy.rate_limit_window
+                ):
+                    raise
+                delay = self._retry_after(exc, limited - 1, policy.create_backoff)
+                if now + delay >= anyio.current_effective_deadline():
+                    raise
+                self.create_gate.pause_for(delay)
+                self._log("create", limited, delay, exc)
+                continue
+            except (NetworkError, APIError) as exc:
+                if not _create_never_arrived(exc):
+                    raise
+                failures += 1
+                if failures >= policy.create_attempts:
+                    raise
+                self._charge(exc)
+                delay = policy.create_backoff.delay(failures - 1)
+                self._log("create", failures, delay, exc)
+                await self._sleep(delay, exc)
+                continue
+            self.budget.earn()
+            return result
+
+    async def poll(self, send: Callable[[], Awaitable[T]], *, since_create: float) -> T | None:
+        """Query a task, retrying transient failures; None means "not visible yet" (early 404)."""
+        policy = self.policy
+        failures = 0
+        started = anyio.current_time() - since_create
+        while True:
+            await self.poll_pace.acquire()
+            await self._paced()
+            self.poll_pace.observe_request()
+            try:
+                result = await send()
+            except TaskNotFoundError:
+                if anyio.current_time() - started < policy.not_found_grace:
+                    return None
+                raise
+            except RateLimitedError as exc:
+                self.poll_pace.on_rate_limited()
+                failures += 1
+                if failures >= policy.poll_failures:
+                    raise
+                error: NanoBananaError = exc
+                delay = self._retry_after(exc, failures - 1, policy.poll_backoff)
+            except (NetworkError, ServerError, MalformedResponseError, APIError) as exc:
+                if not _poll_may_retry(exc):
+                    raise
+                failures += 1
+                if failures >= policy.poll_failures:
+                    raise
+                self._charge(exc)
+                error = exc
+                delay = policy.poll_backoff.delay(failures - 1)
+            else:
+                self.poll_pace.on_success()
+                self.budget.earn()
+                return result
+            self._log("query", failures, delay, error)
+            await self._sleep(delay, error)
+
+    async def download(self, fetch: Callable[[], Awaitable[T]], *, task_id: str) -> T:
+        """Fetch an image, restarting from byte 0 after transient failures, within a deadline."""
+        policy = self.policy
+        with anyio.move_on_after(policy.download_timeout) as deadline:
+            failures = 0
+            while True:
+                try:
+                    result = await fetch()
+                except (NetworkError, ServerError, DownloadError) as exc:
+                    if isinstance(exc, DownloadError) and not exc.retryable:
+                        raise
+                    failures += 1
+                    if failures >= policy.download_attempts:
+                        raise
+                    self._charge(exc)
+                    delay = policy.download_backoff.delay(failures - 1)
+                    self._log("download", failures, delay, exc)
+                    await self._sleep(delay, exc)
+                    continue
+                self.budget.earn()
+                return result
+        assert deadline.cancelled_caught
+        raise DownloadTimeoutError(
+            f"the image download did not finish within {policy.download_timeout:g} s",
+            task_id=task_id,
+        )
+
+
+def _create_never_arrived(error: NetworkError | APIError) -> bool:
+    """True when a failed create provably did not reach the service (so it was not billed)."""
+    if isinstance(error, NetworkError):
+        return not error.sent and error.retryable
+    return error.status == 408
+
+
+def _poll_may_retry(error: NanoBananaError) -> bool:
+    if isinstance(error, MalformedResponseError):
+        return error.transient
+    if isinstance(error, (NetworkError, ServerError)):
+        return True
+    return isinstance(error, APIError) and error.status == 408

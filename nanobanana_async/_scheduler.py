@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
-import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
@@ -29,12 +27,13 @@ from ._errors import (
     PermissionDeniedError,
     UsageError,
 )
+from ._jobs import BatchOptions
 from ._models import ImageRequest, Outcome
 
 if TYPE_CHECKING:
     from ._client import NanoBanana
 
-__all__ = ["BatchOptions", "OutcomeStream"]
+__all__ = ["OutcomeStream"]
 
 #: Errors that doom every job of a batch: new submissions stop when one is seen.
 FATAL_ERRORS = (
@@ -45,16 +44,6 @@ FATAL_ERRORS = (
 )
 
 Inputs = Iterable[ImageRequest | str] | AsyncIterable[ImageRequest | str]
-
-
-@attrs.frozen
-class BatchOptions:
-    """How each job of a batch ends: saved under ``save_to``, read into memory, or left as a URL."""
-
-    save_to: Path | None = None
-    download: bool = True
-    timeout: float | None = None
-    overwrite: bool = False
 
 
 class _InputFeed:
@@ -157,7 +146,7 @@ class _Batch:
             return Outcome(request=None, index=index, error=exc)
         if self.fatal is not None:
             return Outcome(request=request, index=index, error=self.fatal)
-        outcome = await self.client._job(index, request, self.options)
+        outcome = await self.client._runner.run(index, request, self.options)
         if isinstance(outcome.error, FATAL_ERRORS) and self.fatal is None:
             self.fatal = outcome.error
         return outcome

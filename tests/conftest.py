@@ -14,7 +14,13 @@ from nanobanana_async.testing import LatencyProfile, Simulator
 #: A key that must never show up anywhere the tests look.
 SENTINEL_KEY = "sk-SENTINEL-5b1f0c9e-never-leak"
 #: Retries without real waiting, so fault tests run in milliseconds.
-FAST_RETRY = RetryPolicy(poll_backoff=Backoff(base=0.001, cap=0.01, floor=0.0), not_found_grace=0.5)
+_NO_WAIT = Backoff(base=0.001, cap=0.01, floor=0.0)
+FAST_RETRY = RetryPolicy(
+    create_backoff=_NO_WAIT,
+    poll_backoff=_NO_WAIT,
+    download_backoff=_NO_WAIT,
+    not_found_grace=0.5,
+)
 
 
 @pytest.fixture

@@ -78,15 +78,31 @@ async def test_a_png_labelled_octet_stream_is_saved_with_the_png_extension(
 
 
 @pytest.mark.parametrize("content_length", [True, False])
-async def test_a_truncated_download_leaves_no_partial_file(
+async def test_a_truncated_download_is_restarted_and_saved_whole(
     client: NanoBanana, sim: Simulator, tmp_path: Path, content_length: bool
 ) -> None:
-    """Cut short with or without Content-Length: an error, and the folder stays empty."""
+    """Cut short with or without Content-Length: restarted from byte 0; the file is complete."""
     result = await client.generate("a fox")
     sim.faults.push("download", Truncate(after_bytes=60, content_length=content_length))
+    path = await result.save(tmp_path)
+    png_size(path.read_bytes())
+    assert sim.counters.downloads == 2
+    assert _files(tmp_path) == [path.name]
+
+
+@pytest.mark.parametrize("content_length", [True, False])
+async def test_a_download_truncated_every_time_fails_and_leaves_no_partial_file(
+    client: NanoBanana, sim: Simulator, tmp_path: Path, content_length: bool
+) -> None:
+    """After the last attempt the error says what happened, and the folder stays empty."""
+    result = await client.generate("a fox")
+    attempts = client.retry.download_attempts
+    for _ in range(attempts):
+        sim.faults.push("download", Truncate(after_bytes=60, content_length=content_length))
     with pytest.raises((NetworkError, DownloadError)) as caught:
         await result.save(tmp_path)
     assert "cut short" in str(caught.value) or "ended early" in str(caught.value)
+    assert sim.counters.downloads == attempts
     assert _files(tmp_path) == []
 
 

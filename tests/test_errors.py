@@ -42,7 +42,7 @@ CREATE_ERRORS: list[tuple[Respond, type[APIError], str]] = [
         "size is invalid",
     ),
     (Respond(400, {"message": "quota exceeded"}), InsufficientBalanceError, "quota exceeded"),
-    (Respond(429, {"error": "slow down"}, headers={"Retry-After": "7"}), RateLimitedError, "7 s"),
+    (Respond(429, {"error": "slow"}, headers={"Retry-After": "600"}), RateLimitedError, "600 s"),
     (Respond(404, None), APIError, "base URL"),
     (Respond(418, "I am a teapot", content_type="text/plain"), APIError, "teapot"),
 ]
@@ -64,12 +64,15 @@ async def test_create_error_bodies_map_to_typed_errors_with_the_service_message(
     assert sim.counters.creates == 0
 
 
-async def test_rate_limited_create_carries_retry_after(client: NanoBanana, sim: Simulator) -> None:
-    """A 429's Retry-After is on the error, in seconds."""
-    sim.faults.push("create", Respond(429, {"error": "slow"}, headers={"Retry-After": "3"}))
+async def test_a_retry_after_beyond_the_cap_raises_at_once_with_the_delay(
+    client: NanoBanana, sim: Simulator
+) -> None:
+    """A 429 asking for more than max_retry_after (60 s) is not slept on: RateLimitedError."""
+    sim.faults.push("create", Respond(429, {"error": "slow"}, headers={"Retry-After": "300"}))
     with pytest.raises(RateLimitedError) as caught:
         await client.submit("a fox")
-    assert caught.value.retry_after == 3.0
+    assert caught.value.retry_after == 300.0
+    assert sim.counters.create_requests == 1
 
 
 QUERY_ERRORS: list[tuple[Respond, type[Exception], str]] = [

@@ -47,9 +47,11 @@ async def test_a_download_on_the_api_origin_still_carries_no_key(
     task = Task(id="abc", status=TaskStatus.COMPLETED, image_url=sim.base_url + "/files/abc.png")
     with pytest.raises(ResultExpiredError):
         await ImageResult(task, fetcher=client).read()
-    (request,) = sim.requests
-    assert request.origin == "api"
-    assert request.authorization is False
+    download, repoll = sim.requests
+    assert (download.origin, download.endpoint) == ("api", "other")
+    assert download.authorization is False
+    assert repoll.endpoint == "poll"  # one re-poll for a fresh URL, never a new create
+    assert sim.counters.create_requests == 0
 
 
 async def _collect_errors(sim: Simulator, client: NanoBanana) -> list[NanoBananaError]:
