@@ -7,10 +7,9 @@ import os
 from collections.abc import AsyncIterable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import TYPE_CHECKING, Final, Self
 
 import anyio
-from anyio.abc import TaskGroup
 
 from ._download import DEFAULT_MAX_IMAGE_BYTES, Downloader
 from ._errors import (
@@ -26,6 +25,10 @@ from ._polling import AdaptivePolling, PollingPolicy
 from ._retry import Retrier, RetryPolicy
 from ._scheduler import OutcomeStream
 from ._urls import check_base_url
+
+if TYPE_CHECKING:
+    from aiohttp.abc import AbstractResolver
+    from anyio.abc import TaskGroup
 
 __all__ = ["NanoBanana"]
 
@@ -71,7 +74,8 @@ class NanoBanana:
     key, for a service that deduplicates on it (none is sent by default).
     Plain ``http://`` is refused to non-loopback hosts unless
     ``allow_insecure_http=True``; proxy variables are honoured only with
-    ``trust_env=True``.
+    ``trust_env=True``; ``resolver`` is an aiohttp DNS resolver to use
+    instead of the system's.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class NanoBanana:
         idempotency_header: str | None = None,
         allow_insecure_http: bool = False,
         trust_env: bool = False,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         self.max_concurrency = _positive_int("max_concurrency", max_concurrency)
         _positive_int("connection_limit", connection_limit)
@@ -112,6 +117,7 @@ class NanoBanana:
             trust_env=trust_env,
             allow_insecure_http=allow_insecure_http,
             idempotency_header=idempotency_header,
+            resolver=resolver,
         )
         self._runner = JobRunner(
             http=self._http,

@@ -58,15 +58,18 @@ _USER_AGENT: Final = "nanobanana-async/0.1"
 class Timeouts:
     """Per-phase network timeouts in seconds.
 
-    ``connect`` bounds opening a socket (not waiting for a pool slot),
-    ``read`` bounds any silence while reading an answer, ``total`` bounds one
-    whole API call. Downloads use ``connect`` and ``read`` but no total: a
-    large image on a slow link is fine as long as bytes keep arriving.
+    ``connect`` bounds opening a socket, ``pool`` bounds waiting for a free
+    connection plus connecting (a create that times out there was never sent,
+    so it may be retried), ``read`` bounds any silence while reading an
+    answer, ``total`` bounds one whole API call. Downloads use ``connect``,
+    ``pool`` and ``read`` but no total: a large image on a slow link is fine
+    as long as bytes keep arriving.
     """
 
     connect: float = 10.0
     read: float = 30.0
     total: float = 60.0
+    pool: float = 30.0
 
 
 class _Secret:
@@ -154,8 +157,10 @@ class HTTPClient:
         trust_env: bool,
         allow_insecure_http: bool,
         idempotency_header: str | None = None,
+        resolver: aiohttp.abc.AbstractResolver | None = None,
     ) -> None:
         self.base_url = base_url
+        self._resolver = resolver
         self._idempotency_header = idempotency_header
         self._key = _Secret(api_key) if api_key else None
         self._pool_limit = pool_limit
@@ -179,10 +184,11 @@ class HTTPClient:
             trace = aiohttp.TraceConfig()
             trace.on_request_headers_sent.append(_on_headers_sent)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._pool_limit),
+                connector=aiohttp.TCPConnector(limit=self._pool_limit, resolver=self._resolver),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(
                     total=self._timeouts.total,
+                    connect=self._timeouts.pool,
                     sock_connect=self._timeouts.connect,
                     sock_read=self._timeouts.read,
                 ),
@@ -385,7 +391,10 @@ class HTTPClient:
             url, allow_insecure_http=self._allow_insecure_http, task_id=task_id
         )
         timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self._timeouts.connect, sock_read=self._timeouts.read
+            total=None,
+            connect=self._timeouts.pool,
+            sock_connect=self._timeouts.connect,
+            sock_read=self._timeouts.read,
         )
         for _hop in range(MAX_DOWNLOAD_REDIRECTS + 1):
             started = time.monotonic()
