@@ -23,6 +23,8 @@ from ._errors import (
     DownloadTimeoutError,
     InsufficientBalanceError,
     InvalidRequestError,
+    JournalConflictError,
+    JournalError,
     MalformedResponseError,
     NanoBananaError,
     NetworkError,
@@ -38,6 +40,7 @@ from ._errors import (
     UsageError,
 )
 from ._http import DEFAULT_BASE_URL, Timeouts
+from ._journal import Journal, JournalEntry, JournalState, SQLiteJournal
 from ._models import ImageRequest, ImageResult, Outcome, Task, TaskStatus
 from ._polling import AdaptivePolling, FixedPolling, PollingPolicy
 from ._retry import Backoff, RetryPolicy
@@ -67,6 +70,11 @@ __all__ = [
     "ImageResult",
     "InsufficientBalanceError",
     "InvalidRequestError",
+    "Journal",
+    "JournalConflictError",
+    "JournalEntry",
+    "JournalError",
+    "JournalState",
     "MalformedResponseError",
     "NanoBanana",
     "NanoBananaError",
@@ -78,6 +86,7 @@ __all__ = [
     "RateLimitedError",
     "ResultExpiredError",
     "RetryPolicy",
+    "SQLiteJournal",
     "ServerError",
     "SubmissionUncertainError",
     "Task",

@@ -20,8 +20,10 @@ from ._errors import (
 )
 from ._http import API_KEY_ENV, DEFAULT_BASE_URL, HTTPClient, Timeouts
 from ._jobs import BatchOptions, JobRunner
+from ._journal import Journal, SQLiteJournal
 from ._models import ImageRequest, ImageResult, Task, TaskStatus, validate_task_id
 from ._polling import AdaptivePolling, PollingPolicy
+from ._resume import BatchJournal
 from ._retry import Retrier, RetryPolicy
 from ._scheduler import OutcomeStream
 from ._urls import check_base_url
@@ -239,6 +241,8 @@ class NanoBanana:
         download: bool = True,
         timeout: float | None = None,
         overwrite: bool = False,
+        journal: str | os.PathLike[str] | Journal | None = None,
+        resubmit_uncertain: bool = False,
     ) -> OutcomeStream:
         """Generate an image for every input and stream back one ``Outcome`` per input.
 
@@ -250,6 +254,12 @@ class NanoBanana:
         ``outcome.task`` with ``download=False``). A failed job is an outcome
         with ``error``, never an exception that ends the stream. ``timeout``
         bounds each job's wait.
+
+        ``journal`` (a path to a SQLite file, or a ``Journal``) records every
+        step durably, so rerunning the same call after a crash resumes it:
+        saved inputs come back from the journal without a request, submitted
+        ones are re-polled, and inputs whose create may have been billed unseen
+        come back as ``SubmissionUncertainError`` unless ``resubmit_uncertain``.
         """
         options = BatchOptions(
             save_to=Path(save_to) if save_to is not None else None,
@@ -257,7 +267,11 @@ class NanoBanana:
             timeout=timeout,
             overwrite=overwrite,
         )
-        return OutcomeStream(self, requests, options, ordered)
+        batch_journal = None
+        if journal is not None:
+            store = journal if isinstance(journal, Journal) else SQLiteJournal(journal)
+            batch_journal = BatchJournal(store, resubmit_uncertain=resubmit_uncertain)
+        return OutcomeStream(self, requests, options, ordered, batch_journal)
 
     async def read_image(self, task: Task) -> bytes:
         """Download a completed task's image into memory (used by ``ImageResult.read``)."""
@@ -267,4 +281,5 @@ class NanoBanana:
         self, task: Task, destination: str | os.PathLike[str], *, overwrite: bool = False
     ) -> Path:
         """Save a completed task's image to disk (used by ``ImageResult.save``)."""
-        return await self._runner.save(task, destination, overwrite=overwrite)
+        saved = await self._runner.save(task, destination, overwrite=overwrite)
+        return saved.path

@@ -10,10 +10,11 @@ removed, so an observer never sees a partial image.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Any, Final
 
 import anyio
 import attrs
@@ -22,11 +23,20 @@ from ._errors import DestinationExistsError, DownloadError
 from ._http import DownloadBody, HTTPClient
 from ._models import Task, validate_task_id
 
-__all__ = ["DEFAULT_MAX_IMAGE_BYTES", "Downloader", "ImageKind", "sniff_image"]
+__all__ = ["DEFAULT_MAX_IMAGE_BYTES", "Downloader", "ImageKind", "SavedImage", "sniff_image"]
 
 #: Largest image accepted by default (the service's 4K PNGs are far below this).
 DEFAULT_MAX_IMAGE_BYTES: Final = 64 << 20
 _WRITE_BATCH: Final = 1 << 20
+
+
+@attrs.frozen
+class SavedImage:
+    """Where an image was saved, and the SHA-256 of its bytes."""
+
+    path: Path
+    sha256: str
+    size: int
 
 
 @attrs.frozen
@@ -156,12 +166,15 @@ class Downloader:
         *,
         overwrite: bool = False,
         stem: str | None = None,
-    ) -> Path:
-        """Stream the image to ``destination`` (a folder or a file path) and return the path.
+        adopt_identical: bool = False,
+    ) -> SavedImage:
+        """Stream the image to ``destination`` (a folder or a file path); say where it went.
 
         In a folder the file is named ``stem`` (default: the task id) plus the
         extension of the image's real type. Given a ``stem``, ``destination``
-        is always a folder, created if missing.
+        is always a folder, created if missing. With ``adopt_identical``, an
+        existing file with exactly these bytes counts as this save (a rerun
+        after a crash between saving and journaling it).
         """
         url = _image_url(task)
         if stem is not None:
@@ -171,33 +184,40 @@ class Downloader:
         name_stem = stem if stem is not None else validate_task_id(task.id)
         await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
         fd, temp = await anyio.to_thread.run_sync(_create_temp, folder, name_stem)
+        digest = hashlib.sha256()
         try:
             with os.fdopen(fd, "wb") as handle:
                 async with self._http.open_download(url, task_id=task.id) as body:
-                    kind = await self._stream_to(handle, body, task.id)
+                    stream = await self._stream_to(handle, body, task.id, digest)
                 await anyio.to_thread.run_sync(_flush_and_sync, handle)
+            kind = stream.finish()
             target = folder / (fixed_name or f"{name_stem}{kind.extension}")
-            await anyio.to_thread.run_sync(_place, temp, target, overwrite, task.id)
+            sha256 = digest.hexdigest()
+            adopt = sha256 if adopt_identical else None
+            await anyio.to_thread.run_sync(_place, temp, target, overwrite, task.id, adopt)
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_remove_quietly, temp)
-        return target
+        return SavedImage(path=target, sha256=sha256, size=stream.size)
 
-    async def _stream_to(self, handle: IO[bytes], body: DownloadBody, task_id: str) -> ImageKind:
+    async def _stream_to(
+        self, handle: IO[bytes], body: DownloadBody, task_id: str, digest: Any
+    ) -> _ImageStream:
         stream = _ImageStream(body, max_bytes=self.max_bytes, task_id=task_id)
         pending: list[bytes] = []
         pending_size = 0
         async for chunk in body:
             stream.accept(chunk)
+            digest.update(chunk)
             pending.append(chunk)
             pending_size += len(chunk)
             if pending_size >= _WRITE_BATCH:
                 await anyio.to_thread.run_sync(handle.write, b"".join(pending))
                 pending, pending_size = [], 0
-        kind = stream.finish()
+        stream.finish()
         if pending:
             await anyio.to_thread.run_sync(handle.write, b"".join(pending))
-        return kind
+        return stream
 
 
 def _split_destination(destination: str | os.PathLike[str]) -> tuple[Path, str | None]:
@@ -224,14 +244,19 @@ def _flush_and_sync(handle: IO[bytes]) -> None:
     os.fsync(handle.fileno())
 
 
-def _place(temp: Path, target: Path, overwrite: bool, task_id: str) -> None:
-    """Move the finished temp file to ``target`` in one step, never clobbering unless asked."""
+def _place(temp: Path, target: Path, overwrite: bool, task_id: str, adopt: str | None) -> None:
+    """Move the finished temp file to ``target`` in one step, never clobbering unless asked.
+
+    ``adopt`` is the new file's SHA-256 when an identical existing file may stand for it.
+    """
     if overwrite:
         os.replace(temp, target)
     else:
         try:
             os.link(temp, target)
         except FileExistsError:
+            if adopt is not None and _sha256_of(target) == adopt:
+                return
             raise DestinationExistsError(str(target), task_id=task_id) from None
         except OSError:
             # Filesystems without hard links: check, then rename (not atomic against a racer).
@@ -239,6 +264,14 @@ def _place(temp: Path, target: Path, overwrite: bool, task_id: str) -> None:
                 raise DestinationExistsError(str(target), task_id=task_id) from None
             os.replace(temp, target)
     _sync_folder(target.parent)
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _sync_folder(folder: Path) -> None:

@@ -21,6 +21,8 @@
     ├── TaskFailedError                        the generation failed; carries the final Task
     ├── TaskTimeoutError (TimeoutError)        waiting for a task ran past its deadline
     ├── ResultExpiredError                     the image URL expired before it was downloaded
+    ├── JournalError                           the batch journal cannot be used
+    │   └── JournalConflictError               an input differs from what the journal recorded
     └── DownloadError                          the image could not be fetched or stored safely
         ├── DownloadTimeoutError (TimeoutError)  the download stalled past its deadline
         ├── UnsafeURLError                     an image URL the SDK refuses to fetch (scheme, host)
@@ -291,4 +293,25 @@ class DestinationExistsError(DownloadError, FileExistsError):
         self.path = path
         super().__init__(
             f"{path} already exists; pass overwrite=True to replace it", task_id=task_id
+        )
+
+
+class JournalError(NanoBananaError):
+    """The journal cannot be used: not a journal, corrupted, or from an incompatible version."""
+
+
+class JournalConflictError(JournalError):
+    """Input ``index`` is not the request the journal recorded for it (the input file changed).
+
+    Nothing is sent for it: mixing two versions of a batch in one folder
+    would hide which image answers which prompt.
+    """
+
+    def __init__(self, index: int, *, was: object, now: str) -> None:
+        self.index = index
+        self.was = was
+        self.now = now
+        super().__init__(
+            f"input {index} changed since the journal recorded it (was {was!r}, now {now!r}); "
+            "use a new output folder or journal for the edited input"
         )

@@ -14,20 +14,27 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Final, Protocol, TypeVar
 
 import anyio
 import attrs
 
-from ._download import Downloader
-from ._errors import NanoBananaError, ResultExpiredError, TaskFailedError, TaskTimeoutError
+from ._download import Downloader, SavedImage
+from ._errors import (
+    MalformedResponseError,
+    NanoBananaError,
+    ResultExpiredError,
+    SubmissionUncertainError,
+    TaskFailedError,
+    TaskTimeoutError,
+)
 from ._http import AbandonedCreate, HTTPClient
 from ._models import ImageRequest, Outcome, Task, TaskStatus
 from ._naming import file_stem
 from ._polling import JobKind, PollingPolicy
 from ._retry import Retrier
 
-__all__ = ["BatchOptions", "JobRunner"]
+__all__ = ["BatchOptions", "JobRecorder", "JobRunner"]
 
 T = TypeVar("T")
 logger = logging.getLogger("nanobanana_async")
@@ -79,15 +86,19 @@ class JobRunner:
         self.downloads = anyio.CapacityLimiter(max_downloads)
 
     async def create(
-        self, request: ImageRequest, *, on_abandoned: AbandonedCreate | None = None
+        self,
+        request: ImageRequest,
+        *,
+        client_key: str | None = None,
+        on_abandoned: AbandonedCreate | None = None,
     ) -> Task:
-        """Create one task; the client key minted here stays the same across its attempts."""
-        client_key = uuid.uuid4().hex
+        """Create one task; its client key (minted if not given) is kept across attempts."""
+        key = client_key or uuid.uuid4().hex
         grace = self.retrier.policy.cancel_grace
         return await self.retrier.create(
             lambda: self.http.create(
                 request,
-                client_key=client_key,
+                client_key=key,
                 grace=grace,
                 on_abandoned=on_abandoned or _log_abandoned,
             )
@@ -155,37 +166,130 @@ class JobRunner:
         *,
         overwrite: bool,
         stem: str | None = None,
-    ) -> Path:
+        adopt_identical: bool = False,
+    ) -> SavedImage:
         """The image on disk, atomically."""
 
-        async def save(current: Task) -> Path:
-            return await self.downloader.save(current, destination, overwrite=overwrite, stem=stem)
+        async def save(current: Task) -> SavedImage:
+            return await self.downloader.save(
+                current,
+                destination,
+                overwrite=overwrite,
+                stem=stem,
+                adopt_identical=adopt_identical,
+            )
 
         async with self.downloads:
             return await self.fetch(task, save)
 
-    async def run(self, index: int, request: ImageRequest, options: BatchOptions) -> Outcome:
-        """One batch job from create to a fetched image; every failure becomes the outcome."""
-        task: Task | None = None
+    async def run(
+        self,
+        index: int,
+        request: ImageRequest,
+        options: BatchOptions,
+        *,
+        recorder: JobRecorder | None = None,
+        resume: Task | None = None,
+    ) -> Outcome:
+        """One batch job from create to a fetched image; every failure becomes the outcome.
+
+        ``recorder`` hears of each step as it happens (the journal); ``resume``
+        is the task a previous run already created, so no new create is sent.
+        """
+        record = recorder or _NO_RECORD
+        task = resume
         try:
             async with self.jobs:
-                task = await self.create(request)
-                task = await self.wait(
-                    task.id, (request.model, request.resolution), options.timeout, task.status
-                )
+                if task is None:
+                    task = await self._create_recorded(request, record)
+                if task.status is not TaskStatus.COMPLETED or task.image_url is None:
+                    task = await self.wait(
+                        task.id, (request.model, request.resolution), options.timeout, task.status
+                    )
+                    await record.finished(task)
                 if task.status is TaskStatus.FAILED:
                     raise TaskFailedError(task)
                 if options.save_to is not None:
-                    path = await self.save(
+                    saved = await self.save(
                         task,
                         options.save_to,
                         overwrite=options.overwrite,
                         stem=file_stem(index, request.prompt),
+                        adopt_identical=True,
                     )
-                    return Outcome(request=request, index=index, task=task, path=path)
+                    await record.saved(task, saved)
+                    return Outcome(request=request, index=index, task=task, path=saved.path)
                 if options.download:
                     data = await self.read(task)
                     return Outcome(request=request, index=index, task=task, data=data)
                 return Outcome(request=request, index=index, task=task)
         except NanoBananaError as exc:
             return Outcome(request=request, index=index, task=task, error=exc)
+
+    async def _create_recorded(self, request: ImageRequest, record: JobRecorder) -> Task:
+        client_key = uuid.uuid4().hex
+        await record.submitting(client_key)
+        try:
+            task = await self.create(request, client_key=client_key)
+        except NanoBananaError as exc:
+            if _may_be_billed(exc):
+                await record.uncertain(exc)
+            else:
+                await record.not_billed(exc)
+            raise
+        await record.submitted(task)
+        return task
+
+
+def _may_be_billed(error: NanoBananaError) -> bool:
+    """True when a failed create may still have created (and billed) a task."""
+    if isinstance(error, SubmissionUncertainError):
+        return True
+    return isinstance(error, MalformedResponseError) and error.may_be_billed
+
+
+class JobRecorder(Protocol):
+    """Hears of each step of a job, in order (the journal implements it)."""
+
+    async def submitting(self, client_key: str) -> None:
+        """The create is about to be sent."""
+
+    async def submitted(self, task: Task) -> None:
+        """The service accepted the create."""
+
+    async def not_billed(self, error: NanoBananaError) -> None:
+        """The create failed in a way that certainly billed nothing."""
+
+    async def uncertain(self, error: NanoBananaError) -> None:
+        """The create may have been billed but its answer was lost."""
+
+    async def finished(self, task: Task) -> None:
+        """The task completed or failed."""
+
+    async def saved(self, task: Task, saved: SavedImage) -> None:
+        """The image is on disk."""
+
+
+class _NoRecord:
+    """A recorder that keeps nothing: jobs without a journal."""
+
+    async def submitting(self, client_key: str) -> None:
+        return None
+
+    async def submitted(self, task: Task) -> None:
+        return None
+
+    async def not_billed(self, error: NanoBananaError) -> None:
+        return None
+
+    async def uncertain(self, error: NanoBananaError) -> None:
+        return None
+
+    async def finished(self, task: Task) -> None:
+        return None
+
+    async def saved(self, task: Task, saved: SavedImage) -> None:
+        return None
+
+
+_NO_RECORD: Final = _NoRecord()

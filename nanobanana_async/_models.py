@@ -325,7 +325,9 @@ class Outcome:
     not be made into one; ``error`` then says why), ``index`` the input's
     position, ``task`` the final Task (None if it never got an id), ``path``
     where the image was saved, ``data`` the image bytes when not saved to
-    disk, and ``error`` what went wrong, if anything.
+    disk, and ``error`` what went wrong, if anything. ``resumed_from`` is the
+    journal state a rerun found the input in (``"saved"``, ``"submitted"``,
+    ...), or None when the input started fresh.
     """
 
     request: ImageRequest | None
@@ -334,6 +336,7 @@ class Outcome:
     path: Path | None = None
     data: bytes | None = attrs.field(default=None, repr=False)
     error: NanoBananaError | None = None
+    resumed_from: str | None = None
 
     @property
     def ok(self) -> bool:

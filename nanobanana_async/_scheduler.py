@@ -9,12 +9,14 @@ Leaving the loop, raising in it or cancelling it cancels the batch at once.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
+import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
@@ -29,6 +31,7 @@ from ._errors import (
 )
 from ._jobs import BatchOptions
 from ._models import ImageRequest, Outcome
+from ._resume import BatchJournal, Resume
 
 if TYPE_CHECKING:
     from ._client import NanoBanana
@@ -104,8 +107,10 @@ class _Batch:
         options: BatchOptions,
         send: MemoryObjectSendStream[Outcome],
         window: anyio.Semaphore,
+        journal: BatchJournal | None,
     ) -> None:
         self.client = client
+        self.journal = journal
         self.feed = _InputFeed(inputs)
         self.options = options
         self.send = send
@@ -118,9 +123,12 @@ class _Batch:
         """Run every input to an outcome; a crash is kept for the consumer, never raised here."""
         try:
             with self.scope:
-                async with self.send, anyio.create_task_group() as workers:
-                    for _ in range(self.client.max_concurrency):
-                        workers.start_soon(self._work)
+                async with self.send, contextlib.AsyncExitStack() as stack:
+                    if self.journal is not None:
+                        await stack.enter_async_context(self.journal.journal)
+                    async with anyio.create_task_group() as workers:
+                        for _ in range(self.client.max_concurrency):
+                            workers.start_soon(self._work)
         except Exception as exc:  # handed to the consumer, who re-raises it
             self.failure = exc
 
@@ -144,11 +152,20 @@ class _Batch:
             request = _as_request(item)
         except InvalidRequestError as exc:
             return Outcome(request=None, index=index, error=exc)
+        plan = Resume()
+        if self.journal is not None:
+            plan = await self.journal.plan(index, request)
+            if plan.outcome is not None:
+                return plan.outcome
         if self.fatal is not None:
             return Outcome(request=request, index=index, error=self.fatal)
-        outcome = await self.client._runner.run(index, request, self.options)
+        outcome = await self.client._runner.run(
+            index, request, self.options, recorder=plan.recorder, resume=plan.task
+        )
         if isinstance(outcome.error, FATAL_ERRORS) and self.fatal is None:
             self.fatal = outcome.error
+        if plan.resumed_from is not None:
+            outcome = attrs.evolve(outcome, resumed_from=plan.resumed_from)
         return outcome
 
 
@@ -161,14 +178,19 @@ class OutcomeStream:
     """
 
     def __init__(
-        self, client: NanoBanana, inputs: Inputs, options: BatchOptions, ordered: bool
+        self,
+        client: NanoBanana,
+        inputs: Inputs,
+        options: BatchOptions,
+        ordered: bool,
+        journal: BatchJournal | None = None,
     ) -> None:
         self._client = client
         self._ordered = ordered
         width = client.max_concurrency * (2 if ordered else 1)
         self._window = anyio.Semaphore(width)
         send, self._receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=math.inf)
-        self._batch = _Batch(client, inputs, options, send, self._window)
+        self._batch = _Batch(client, inputs, options, send, self._window, journal)
         self._own_group: TaskGroup | None = None
         self._started = False
         self._finished = False
