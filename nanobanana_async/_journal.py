@@ -18,7 +18,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
@@ -34,6 +34,7 @@ __all__ = [
     "JournalEntry",
     "JournalState",
     "SQLiteJournal",
+    "read_entries",
     "request_fingerprint",
 ]
 
@@ -362,3 +363,30 @@ class SQLiteJournal(Journal):
 
         result: dict[JournalState, int] = await self._run(work)
         return result
+
+
+def read_entries(path: str | os.PathLike[str], *, page: int = 1000) -> Iterator[JournalEntry]:
+    """Every row of a journal file in input order, read page by page (blocking; for tools).
+
+    Opens the file read-only and checks it is a journal; never writes to it.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise JournalError(f"no journal at {file}")
+    SQLiteJournal(file)._check_foreign_file()
+    conn = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        try:
+            SQLiteJournal(file)._check_ours(conn)
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"{file} is not a usable journal: {exc}") from None
+        last = -1
+        while True:
+            rows = conn.execute(f"{_SELECT} WHERE idx > ? ORDER BY idx LIMIT ?", (last, page))
+            batch = [_entry(row) for row in rows]
+            if not batch:
+                return
+            yield from batch
+            last = batch[-1].index
+    finally:
+        conn.close()

@@ -158,6 +158,8 @@ class _Batch:
             if plan.outcome is not None:
                 return plan.outcome
         if self.fatal is not None:
+            if plan.recorder is not None:
+                await plan.recorder.not_billed(self.fatal)
             return Outcome(request=request, index=index, error=self.fatal)
         outcome = await self.client._runner.run(
             index, request, self.options, recorder=plan.recorder, resume=plan.task

@@ -33,6 +33,12 @@ and skipped (nothing is sent for it); the run goes on and exits 1.
 Images are saved as DIR/00042-a-red-fox.png (input index and a slug of the
 prompt); DIR/manifest.jsonl gets one line per input. Existing files are
 never overwritten.
+
+Every step is journaled (DIR/.nanobanana-journal.sqlite by default), so
+running the same command again after a crash or Ctrl-C resumes: saved
+images are skipped, submitted tasks are polled again, and inputs whose
+create may have been billed without an answer are listed, not resent
+(unless --resubmit-uncertain). 'nanobanana journal DIR' shows the state.
 """
 
 
@@ -71,10 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("prompts", metavar="PROMPTS", help="prompt file (.txt or .jsonl) or '-'")
     _request_options(run)
     run.add_argument("--ordered", action="store_true", help="report results in input order")
+    run.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="journal file for crash-safe resume (default: DIR/.nanobanana-journal.sqlite)",
+    )
+    run.add_argument(
+        "--resubmit-uncertain",
+        action="store_true",
+        help="on a rerun, send again inputs whose earlier create may have been billed unseen",
+    )
     one = commands.add_parser("generate", help="generate one image into a folder")
     one.add_argument("prompt", metavar="PROMPT", help="the prompt")
     _request_options(one)
     one.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
+    journal = commands.add_parser(
+        "journal", help="show what a batch's journal holds (counts, failed and uncertain inputs)"
+    )
+    journal.add_argument("target", metavar="DIR_OR_PATH", help="output folder or journal file")
+    journal.add_argument("--json", action="store_true", help="print JSON for scripts")
     commands.add_parser(
         "simulate",
         help="serve the simulator on 127.0.0.1 (see 'nanobanana simulate --help')",
@@ -100,12 +121,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     parser = build_parser()
     args = parser.parse_args(args_list)
+    if args.command == "journal":
+        return _journal(args, Console())
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
     if args.command == "run" and args.prompts != "-" and not Path(args.prompts).is_file():
         parser.error(f"prompt file {args.prompts} does not exist")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     return _run_async(args, Console())
+
+
+def _journal(args: argparse.Namespace, console: Console) -> int:
+    from .._errors import JournalError
+    from ._journal_cmd import journal_command
+
+    try:
+        return journal_command(args, console)
+    except JournalError as exc:
+        print(f"nanobanana: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _run_async(args: argparse.Namespace, console: Console) -> int:

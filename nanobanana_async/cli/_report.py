@@ -1,17 +1,15 @@
-"""What ``nanobanana run`` shows a person: progress while it runs, a summary and a manifest after.
+"""What ``nanobanana run`` shows a person: progress while it runs, and a summary after.
 
-On a terminal, a rich progress bar (done, failed, in flight, rate, ETA);
-elsewhere, a plain line every few seconds so logs stay readable. The
-manifest has one JSON line per input, rewritten whole at the end.
+On a terminal, a rich progress bar (done, failed, rate, ETA); elsewhere, a
+plain line every few seconds so logs stay readable. Only counts are kept,
+so a run of a million prompts costs no memory here.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -47,7 +45,8 @@ class RunReport:
         self.done = 0
         self.failed = 0
         self.reasons: Counter[str] = Counter()
-        self.rows: list[dict[str, Any]] = []
+        self.resumed: Counter[str] = Counter()
+        self.first_error: str | None = None
         self._last_plain = self.started
         self._progress: Progress | None = None
         self._bar: TaskID | None = None
@@ -72,31 +71,22 @@ class RunReport:
             self._progress.stop()
 
     def bad_line(self, line: int, reason: str) -> None:
-        """Say that an input line was skipped, and why."""
+        """Say that an input line was skipped, and why; it counts as a failure."""
         self.console.print(f"[yellow]line {line} skipped:[/] {reason}", highlight=False)
+        self.failed += 1
+        self.reasons["bad input line"] += 1
 
-    def record(
-        self, outcome: Outcome, *, line: int | None = None, prompt: str | None = None
-    ) -> None:
-        """Count one outcome and keep its manifest row."""
+    def record(self, outcome: Outcome) -> None:
+        """Count one outcome."""
         if outcome.ok:
             self.done += 1
         else:
             self.failed += 1
             self.reasons[_reason(outcome)] += 1
-        task = outcome.task
-        self.rows.append(
-            {
-                "index": outcome.index,
-                "line": line,
-                "prompt": prompt if prompt is not None else _prompt(outcome),
-                "task_id": task.id if task is not None else None,
-                "status": "saved" if outcome.ok else "failed",
-                "path": str(outcome.path) if outcome.path is not None else None,
-                "error": str(outcome.error) if outcome.error is not None else None,
-                "error_type": type(outcome.error).__name__ if outcome.error is not None else None,
-            }
-        )
+            if self.first_error is None:
+                self.first_error = str(outcome.error)
+        if outcome.resumed_from is not None:
+            self.resumed[outcome.resumed_from] += 1
         self._show_progress()
 
     def _show_progress(self) -> None:
@@ -130,21 +120,12 @@ class RunReport:
         table.add_row("failed", str(self.failed))
         for reason, count in self.reasons.most_common():
             table.add_row(f"  {reason}", str(count))
+        if self.resumed:
+            table.add_row("from the journal", str(sum(self.resumed.values())))
+            for state, count in self.resumed.most_common():
+                table.add_row(f"  were {state}", str(count))
         table.add_row("elapsed", f"{self.elapsed:.1f} s")
         rate = self.done / max(self.elapsed, 1e-9)
         table.add_row("images/s", f"{rate:.2f}")
         table.add_row("output", str(out_dir))
         return table
-
-    def write_manifest(self, path: Path) -> None:
-        """Write one JSON line per input, in input order, replacing any earlier manifest."""
-        temp = path.with_name(path.name + ".part")
-        ordered = sorted(self.rows, key=lambda row: (row["index"] is None, row["index"] or 0))
-        with temp.open("w", encoding="utf-8") as handle:
-            for row in ordered:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        temp.replace(path)
-
-
-def _prompt(outcome: Outcome) -> str | None:
-    return outcome.request.prompt if outcome.request is not None else None

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 from rich.console import Console
 
 from .._client import NanoBanana
@@ -16,14 +17,23 @@ from .._http import API_KEY_ENV
 from .._models import ImageRequest
 from .._scheduler import FATAL_ERRORS
 from ._inputs import BadLine, PromptSource, count_prompts, read_prompts
+from ._manifest import write_manifest
 from ._report import RunReport
 
-__all__ = ["EXIT_FAILURES", "EXIT_OK", "EXIT_USAGE", "generate_command", "run_command"]
+__all__ = [
+    "EXIT_FAILURES",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "JOURNAL_NAME",
+    "generate_command",
+    "run_command",
+]
 
 EXIT_OK = 0
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
 MANIFEST = "manifest.jsonl"
+JOURNAL_NAME = ".nanobanana-journal.sqlite"
 
 
 @asynccontextmanager
@@ -55,41 +65,31 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
         args.prompts, model=args.model, resolution=args.resolution, size=args.size
     )
     out = Path(args.out)
+    journal = Path(args.journal) if args.journal else out / JOURNAL_NAME
     report = RunReport(console, total=count_prompts(source), concurrency=args.concurrency)
-    lines: dict[int, int] = {}
 
     def requests() -> Iterator[ImageRequest]:
-        for line, item in read_prompts(source):
+        for _line, item in read_prompts(source):
             if isinstance(item, BadLine):
                 report.bad_line(item.line, item.reason)
-                report.rows.append(_bad_row(item))
-                report.failed += 1
-                report.reasons["bad input line"] += 1
                 continue
-            lines[len(lines)] = line
             yield item
 
     async with open_client(args, console) as client:
         with report:
-            batch = client.generate_many(requests(), save_to=out, ordered=args.ordered)
+            batch = client.generate_many(
+                requests(),
+                save_to=out,
+                ordered=args.ordered,
+                journal=journal,
+                resubmit_uncertain=args.resubmit_uncertain,
+            )
             async for outcome in batch:
-                report.record(outcome, line=lines.pop(outcome.index, None))
-    report.write_manifest(out / MANIFEST)
+                report.record(outcome)
+    manifest = await anyio.to_thread.run_sync(write_manifest, out, source, journal)
     console.print(report.summary(out))
+    console.print(f"manifest: {manifest}  journal: {journal}", highlight=False)
     return _exit_code(report, console)
-
-
-def _bad_row(bad: BadLine) -> dict[str, object]:
-    return {
-        "index": None,
-        "line": bad.line,
-        "prompt": None,
-        "task_id": None,
-        "status": "invalid",
-        "path": None,
-        "error": bad.reason,
-        "error_type": "InvalidRequestError",
-    }
 
 
 def _exit_code(report: RunReport, console: Console) -> int:
@@ -97,8 +97,7 @@ def _exit_code(report: RunReport, console: Console) -> int:
         return EXIT_OK
     fatal = {name.__name__ for name in FATAL_ERRORS}
     if report.done == 0 and report.reasons and set(report.reasons) <= fatal:
-        first = next(row["error"] for row in report.rows if row["error"])
-        console.print(f"error: {first}", highlight=False)
+        console.print(f"error: {report.first_error}", highlight=False)
         return EXIT_USAGE
     console.print(
         f"{report.failed} of {report.failed + report.done} inputs failed; "

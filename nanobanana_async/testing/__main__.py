@@ -4,7 +4,9 @@ It listens on 127.0.0.1 only, prints the URLs, the key and ``export`` lines for
 the SDK's environment variables, and runs until SIGINT or SIGTERM. With
 ``--ready-file`` it also writes ``{base_url, file_host_url, api_key}`` as JSON
 once listening, so a test or benchmark that starts it as a subprocess knows
-when and where to connect.
+when and where to connect. ``--fault-rates reset=0.05,server_error=0.05``
+injects seeded random faults (see ``FaultQueues.set_rates``); their counts are
+served at ``{base_url}/_sim/faults``.
 """
 
 from __future__ import annotations
@@ -53,7 +55,40 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ready-file", type=Path, help="write {base_url, file_host_url, api_key} here as JSON"
     )
+    parser.add_argument(
+        "--fault-rates",
+        type=_fault_rates,
+        default={},
+        metavar="KIND=P,...",
+        help="random faults per request, e.g. reset=0.05,server_error=0.05,rate_limit=0.02,"
+        "truncate=0.01 (also retry_after=SECONDS, create_first=P)",
+    )
+    parser.add_argument(
+        "--fault-seed", type=int, default=0, help="seed of the random faults (default 0)"
+    )
     return parser
+
+
+_RATE_NAMES = frozenset(
+    {"reset", "server_error", "rate_limit", "truncate", "retry_after", "create_first"}
+)
+
+
+def _fault_rates(text: str) -> dict[str, float]:
+    """Parse ``reset=0.05,server_error=0.05`` into keyword arguments for ``set_rates``."""
+    rates: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in _RATE_NAMES:
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: expected NAME=NUMBER with NAME one of {', '.join(sorted(_RATE_NAMES))}"
+            )
+        try:
+            rates[name] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r}: {value!r} is not a number") from None
+    return rates
 
 
 def _write_ready_file(path: Path, sim: Simulator) -> None:
@@ -77,6 +112,8 @@ async def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         file_port=args.file_port,
     )
+    if args.fault_rates:
+        simulator.faults.set_rates(seed=args.fault_seed, **args.fault_rates)
     async with simulator as sim:
         print(f"Nano Banana simulator ({args.latency} latency) on 127.0.0.1")
         print(f"  base URL:      {sim.base_url}")

@@ -24,6 +24,7 @@ _CREATE = "/v1/banana/images"
 _RESULT = "/v1/result/"
 _COUNTERS = "/_sim/counters"
 _TASKS = "/_sim/tasks"
+_FAULTS = "/_sim/faults"
 
 _UNAUTHORIZED = json_reply(
     401,
@@ -101,7 +102,7 @@ class ApiOrigin:
                 return await self._create(request)
             if rest.startswith(_RESULT) and method == "GET":
                 return await self._poll(request, rest[len(_RESULT) :])
-            if rest in (_COUNTERS, _TASKS) and method == "GET":
+            if rest in (_COUNTERS, _TASKS, _FAULTS) and method == "GET":
                 return self._introspect(request, rest)
         self._state.record("api", request.method, path, request.headers, "other")
         return web.Response(status=404, body=_NOT_FOUND.body, content_type="application/json")
@@ -128,17 +129,26 @@ class ApiOrigin:
             return delivery.drop(request)
         reply, task = await self._process_create(request)
         if isinstance(fault, Respond | ResetConnection):
+            self._unacknowledged(task)
             return delivery.replace(request, fault)
         if (
             isinstance(fault, Delay)
             and fault.create_first
             and not await delivery.pause(request, fault.seconds)
         ):
+            self._unacknowledged(task)
             return delivery.drop(request)
         response, delivered = await delivery.send(request, reply, _mangler(fault))
         if delivered and task is not None:
             state.begin_flight(task)
+        else:
+            self._unacknowledged(task)
         return response
+
+    def _unacknowledged(self, task: SimTask | None) -> None:
+        """A task was created but the client will never read its id."""
+        if task is not None:
+            self._state.counters.unacknowledged_creates += 1
 
     async def _process_create(self, request: web.BaseRequest) -> tuple[Reply, SimTask | None]:
         state = self._state
@@ -220,5 +230,7 @@ class ApiOrigin:
         state.record("api", request.method, request.path, request.headers, "other")
         if route == _COUNTERS:
             return web.json_response(state.counters.as_dict())
+        if route == _FAULTS:
+            return web.json_response(self._faults.injected.as_dict())
         now = time.monotonic()
         return web.json_response([task_summary(task, now) for task in state.tasks.values()])

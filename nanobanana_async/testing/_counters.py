@@ -40,7 +40,9 @@ class SimulatorCounters:
     """Running totals of what the simulator served, readable at any time.
 
     ``creates`` counts tasks created (each one billed), ``create_requests`` every
-    POST received including rejected ones. A job is *in flight* from its create
+    POST received including rejected ones, ``unacknowledged_creates`` the
+    created tasks whose id never reached the client (the create's answer was
+    replaced by a fault, cut short or dropped). A job is *in flight* from its create
     until its image's first full download, or until a poll reported it failed or
     completed without a URL (or its URL turned out expired).
     """
@@ -54,6 +56,8 @@ class SimulatorCounters:
     bad_requests: int = 0
     file_host_auth_headers: int = 0
     """File-host requests carrying Authorization or Cookie: 0 for a correct SDK."""
+    unacknowledged_creates: int = 0
+    """Tasks created (and billed) whose create answer, with the id, was not delivered."""
     _in_flight: int = attrs.field(default=0, init=False)
     _peak_in_flight: int = attrs.field(default=0, init=False)
     _peak_connections: int = attrs.field(default=0, init=False)
@@ -95,6 +99,7 @@ class SimulatorCounters:
             "auth_failures": self.auth_failures,
             "bad_requests": self.bad_requests,
             "file_host_auth_headers": self.file_host_auth_headers,
+            "unacknowledged_creates": self.unacknowledged_creates,
             "open_connections": self.open_connections,
             "peak_connections": self.peak_connections,
             "in_flight": self.in_flight,

@@ -4,11 +4,17 @@ A test pushes faults onto an endpoint's FIFO queue; each request to that
 endpoint takes the next one (if any) and misbehaves accordingly. Every fault is
 a small frozen value, so scripts read like the incident they reproduce. New
 fault kinds only need a class here and a branch in ``_delivery``.
+
+For soak tests, ``set_rates`` adds seeded random faults on top: a request that
+finds its endpoint's queue empty draws one from the rates, and ``injected``
+counts what was drawn.
 """
 
 from __future__ import annotations
 
 import collections
+import math
+import random
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Literal, TypeAlias, get_args
@@ -108,13 +114,150 @@ Fault: TypeAlias = Respond | ResetConnection | Delay | Truncate | Slow | Redirec
 _FAULT_TYPES = (Respond, ResetConnection, Delay, Truncate, Slow, Redirect)
 
 
+_OVERLOADED: Mapping[str, object] = MappingProxyType(
+    {"error": {"message": "simulated overload", "type": "server_error"}}
+)
+_RATE_LIMITED: Mapping[str, object] = MappingProxyType(
+    {"error": {"message": "simulated rate limit", "type": "rate_limit_error"}}
+)
+
+
+def _probability(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+        raise ValueError(f"{attribute.name} must be a probability in [0, 1], got {value!r}")
+
+
+@attrs.frozen
+class FaultRates:
+    """Per-request probabilities of random faults, drawn from RNGs seeded by ``seed``.
+
+    ``reset`` aborts the connection on create, poll and download (on create,
+    a share ``create_first`` of them creates and bills the task first, so its
+    answer is lost); ``server_error`` answers 503 on create (before creating)
+    and poll; ``rate_limit`` answers 429 with ``Retry-After: retry_after`` on
+    create (before creating) and poll; ``truncate`` cuts a download short
+    after 12-40 bytes, with or without a Content-Length (half each).
+
+    Each endpoint has its own RNG, so the n-th request to an endpoint draws
+    the same fault for the same seed whatever the other endpoints saw.
+    """
+
+    seed: int
+    reset: float = attrs.field(default=0.0, validator=_probability)
+    server_error: float = attrs.field(default=0.0, validator=_probability)
+    rate_limit: float = attrs.field(default=0.0, validator=_probability)
+    truncate: float = attrs.field(default=0.0, validator=_probability)
+    retry_after: float = 0.05
+    create_first: float = attrs.field(default=0.5, validator=_probability)
+
+    def __attrs_post_init__(self) -> None:
+        if not (math.isfinite(self.retry_after) and self.retry_after >= 0):
+            raise ValueError(f"retry_after must be finite and >= 0, got {self.retry_after!r}")
+        for endpoint in ENDPOINTS:
+            total = sum(rate for _, rate in self.kinds(endpoint))
+            if total > 1.0:
+                raise ValueError(f"fault rates for {endpoint} add up to {total:g}, over 1")
+
+    def kinds(self, endpoint: Endpoint) -> tuple[tuple[str, float], ...]:
+        """The fault kinds that apply to ``endpoint``, with their probabilities."""
+        if endpoint == "download":
+            return (("reset", self.reset), ("truncate", self.truncate))
+        return (
+            ("reset", self.reset),
+            ("server_error", self.server_error),
+            ("rate_limit", self.rate_limit),
+        )
+
+
+@attrs.define
+class InjectedFaults:
+    """How many random faults (from ``set_rates``) were served, per endpoint and kind.
+
+    Scheduled faults (``push``) are not counted here. ``create_resets``
+    counts every reset create, ``create_resets_billed`` those that created
+    the task first: tasks that exist although the client never got their id.
+    """
+
+    create_resets: int = 0
+    create_resets_billed: int = 0
+    create_server_errors: int = 0
+    create_rate_limits: int = 0
+    poll_resets: int = 0
+    poll_server_errors: int = 0
+    poll_rate_limits: int = 0
+    download_resets: int = 0
+    download_truncations: int = 0
+
+    @property
+    def total(self) -> int:
+        """Every random fault served (billed create resets are counted once)."""
+        return sum(self.as_dict().values()) - self.create_resets_billed
+
+    def as_dict(self) -> dict[str, int]:
+        """Every count by name, ready for JSON."""
+        return attrs.asdict(self)
+
+
+class _RandomFaults:
+    """Draws faults from FaultRates with one seeded RNG per endpoint, and counts them."""
+
+    def __init__(self, rates: FaultRates, injected: InjectedFaults) -> None:
+        self.rates = rates
+        self._injected = injected
+        self._rngs = {e: random.Random(f"{rates.seed}:{e}") for e in ENDPOINTS}
+
+    def draw(self, endpoint: Endpoint) -> Fault | None:
+        rng = self._rngs[endpoint]
+        roll = rng.random()
+        for kind, rate in self.rates.kinds(endpoint):
+            if roll < rate:
+                return self._make(endpoint, kind, rng)
+            roll -= rate
+        return None
+
+    def _make(self, endpoint: Endpoint, kind: str, rng: random.Random) -> Fault:
+        injected = self._injected
+        rates = self.rates
+        if kind == "reset":
+            if endpoint == "create":
+                billed = rng.random() < rates.create_first
+                injected.create_resets += 1
+                injected.create_resets_billed += billed
+                return ResetConnection(create_first=billed)
+            if endpoint == "poll":
+                injected.poll_resets += 1
+            else:
+                injected.download_resets += 1
+            return ResetConnection()
+        if kind == "truncate":
+            injected.download_truncations += 1
+            return Truncate(rng.randint(12, 40), content_length=rng.random() < 0.5)
+        if kind == "server_error":
+            if endpoint == "create":
+                injected.create_server_errors += 1
+            else:
+                injected.poll_server_errors += 1
+            return Respond(503, _OVERLOADED)
+        if endpoint == "create":
+            injected.create_rate_limits += 1
+        else:
+            injected.poll_rate_limits += 1
+        return Respond(429, _RATE_LIMITED, headers={"Retry-After": f"{rates.retry_after:g}"})
+
+
 class FaultQueues:
-    """One FIFO queue of scheduled faults per endpoint ("create", "poll", "download")."""
+    """One FIFO queue of scheduled faults per endpoint ("create", "poll", "download").
+
+    Optionally also seeded random faults (``set_rates``) for requests that
+    find their queue empty.
+    """
 
     def __init__(self) -> None:
         self._queues: dict[str, collections.deque[Fault]] = {
             endpoint: collections.deque() for endpoint in ENDPOINTS
         }
+        self._random: _RandomFaults | None = None
+        self._injected = InjectedFaults()
 
     def push(self, endpoint: Endpoint, fault: Fault) -> None:
         """Schedule ``fault`` for a later request to ``endpoint``, after those already queued."""
@@ -125,9 +268,56 @@ class FaultQueues:
         self._queues[endpoint].append(fault)
 
     def pop(self, endpoint: Endpoint) -> Fault | None:
-        """Take the next fault for ``endpoint``, or None when none is scheduled."""
+        """Take the next fault for ``endpoint``: a scheduled one, else a random draw, else None."""
         queue = self._queues[endpoint]
-        return queue.popleft() if queue else None
+        if queue:
+            return queue.popleft()
+        if self._random is not None:
+            return self._random.draw(endpoint)
+        return None
+
+    def set_rates(
+        self,
+        *,
+        seed: int,
+        reset: float = 0.0,
+        server_error: float = 0.0,
+        rate_limit: float = 0.0,
+        truncate: float = 0.0,
+        retry_after: float = 0.05,
+        create_first: float = 0.5,
+    ) -> FaultRates:
+        """Inject seeded random faults from now on (see FaultRates); replaces earlier rates.
+
+        ``sim.faults.set_rates(seed=1, reset=0.05, server_error=0.05,
+        rate_limit=0.02, truncate=0.01)``. Scheduled faults still come first.
+        The ``injected`` counts go on accumulating.
+        """
+        rates = FaultRates(
+            seed=seed,
+            reset=reset,
+            server_error=server_error,
+            rate_limit=rate_limit,
+            truncate=truncate,
+            retry_after=retry_after,
+            create_first=create_first,
+        )
+        self._random = _RandomFaults(rates, self._injected)
+        return rates
+
+    def clear_rates(self) -> None:
+        """Stop injecting random faults (the ``injected`` counts are kept)."""
+        self._random = None
+
+    @property
+    def rates(self) -> FaultRates | None:
+        """The random fault rates in force, or None."""
+        return self._random.rates if self._random is not None else None
+
+    @property
+    def injected(self) -> InjectedFaults:
+        """Live counts of the random faults served so far."""
+        return self._injected
 
     def pending(self, endpoint: Endpoint) -> int:
         """How many faults are still waiting for ``endpoint``."""

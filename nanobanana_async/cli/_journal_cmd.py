@@ -1,0 +1,82 @@
+"""``nanobanana journal``: what a batch's journal says, for people (a table) or scripts (JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .._journal import JournalEntry, JournalState, read_entries
+
+__all__ = ["journal_command", "resolve_journal"]
+
+_ATTENTION = (JournalState.FAILED, JournalState.UNCERTAIN, JournalState.SUBMITTING)
+
+
+def resolve_journal(target: str) -> Path:
+    """A journal file, given the file itself or the output folder it sits in."""
+    from ._run import JOURNAL_NAME
+
+    path = Path(target)
+    return path / JOURNAL_NAME if path.is_dir() else path
+
+
+def _brief(entry: JournalEntry) -> dict[str, Any]:
+    state = JournalState.UNCERTAIN if entry.state is JournalState.SUBMITTING else entry.state
+    return {
+        "index": entry.index,
+        "prompt": entry.request.get("prompt"),
+        "state": state.value,
+        "task_id": entry.task_id,
+        "client_key": entry.client_key,
+        "error": entry.error,
+    }
+
+
+def journal_command(args: argparse.Namespace, console: Console) -> int:
+    """Print state counts and the failed and uncertain inputs; exit 0 (2 if unreadable)."""
+    path = resolve_journal(args.target)
+    counts: Counter[str] = Counter()
+    attention: list[dict[str, Any]] = []
+    for entry in read_entries(path):
+        counts[entry.state.value] += 1
+        if entry.state in _ATTENTION:
+            attention.append(_brief(entry))
+    if args.json:
+        report = {
+            "journal": str(path),
+            "total": sum(counts.values()),
+            "counts": dict(sorted(counts.items())),
+            "failed": [row for row in attention if row["state"] == "failed"],
+            "uncertain": [row for row in attention if row["state"] == "uncertain"],
+        }
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return 0
+    console.print(f"journal {path}", highlight=False)
+    table = Table(title_justify="left")
+    table.add_column("state")
+    table.add_column("inputs", justify="right")
+    for state in JournalState:
+        if counts[state.value]:
+            table.add_row(state.value, str(counts[state.value]))
+    table.add_row("total", str(sum(counts.values())))
+    console.print(table)
+    for row in attention:
+        console.print(
+            f"{row['state']}: input {row['index']} {row['prompt']!r} "
+            f"task={row['task_id'] or '-'}: {row['error'] or 'no answer seen'}",
+            highlight=False,
+            markup=False,
+        )
+    if any(row["state"] == "uncertain" for row in attention):
+        console.print(
+            "uncertain inputs may have been billed; rerun with --resubmit-uncertain to send "
+            "them again anyway",
+            highlight=False,
+        )
+    return 0
