@@ -213,7 +213,8 @@ class SQLiteJournal(Journal):
     """The embedded journal: one SQLite file (WAL), e.g. ``out/.nanobanana-journal.sqlite``.
 
     A file that exists but is not a journal of this library (or is corrupted)
-    raises ``JournalError`` and is left exactly as it was.
+    raises ``JournalError`` and is left exactly as it was. ``commits`` counts
+    the transactions written (concurrent writes share one).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -222,6 +223,7 @@ class SQLiteJournal(Journal):
         self._queue: list[_Op] = []
         self._busy = False
         self._thread = anyio.CapacityLimiter(1)
+        self.commits = 0
 
     def __repr__(self) -> str:
         return f"SQLiteJournal({str(self.path)!r})"
@@ -322,6 +324,7 @@ class SQLiteJournal(Journal):
                 except sqlite3.Error as exc:
                     op.error = JournalError(f"journal {self.path}: {exc}")
             conn.execute("COMMIT")
+            self.commits += 1
         except sqlite3.Error as exc:
             error = JournalError(f"journal {self.path} could not commit: {exc}")
             for op in batch:

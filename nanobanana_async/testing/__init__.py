@@ -14,6 +14,13 @@ it served, so tests can assert on the server's side of the story::
         ...  # point a client at sim.base_url with sim.api_key
         assert sim.counters.creates == 1
 
+For soak tests, ``sim.faults.set_rates(seed=1, reset=0.05, server_error=0.05,
+rate_limit=0.02, truncate=0.01)`` adds seeded random faults and
+``sim.faults.injected`` counts them. For faults below HTTP (a reset mid
+status line, broken chunking, a bad status line, an untrusted TLS
+certificate), :class:`RawFaultServer` is a scripted raw TCP listener on
+127.0.0.1 usable as a base URL or an image URL.
+
 Prompt markers (case-insensitive) steer a job's ending: ``[fail]`` (error as a
 string), ``[fail-object]`` (error as an object), ``[no-url]`` (completed with
 no image URL), ``[never]`` (processing forever), ``[expired]`` (its URL answers
@@ -36,6 +43,8 @@ from ._faults import (
     Endpoint,
     Fault,
     FaultQueues,
+    FaultRates,
+    InjectedFaults,
     Redirect,
     ResetConnection,
     Respond,
@@ -43,6 +52,7 @@ from ._faults import (
     Truncate,
 )
 from ._latency import LatencyProfile
+from ._raw import RawFaultServer, RawReply, RawRequest, http_response
 from ._server import Simulator
 from ._state import SimTask
 
@@ -51,7 +61,12 @@ __all__ = [
     "Endpoint",
     "Fault",
     "FaultQueues",
+    "FaultRates",
+    "InjectedFaults",
     "LatencyProfile",
+    "RawFaultServer",
+    "RawReply",
+    "RawRequest",
     "RecordedRequest",
     "Redirect",
     "ResetConnection",
@@ -61,12 +76,18 @@ __all__ = [
     "SimulatorCounters",
     "Slow",
     "Truncate",
+    "http_response",
 ]
 
 for _cls in (
     Delay,
     FaultQueues,
+    FaultRates,
+    InjectedFaults,
     LatencyProfile,
+    RawFaultServer,
+    RawReply,
+    RawRequest,
     RecordedRequest,
     Redirect,
     ResetConnection,

@@ -1,0 +1,254 @@
+"""The journal: a rerun resumes without paying twice, and a foreign file is never touched."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import anyio
+import pytest
+
+from nanobanana_async import (
+    FixedPolling,
+    ImageRequest,
+    JournalConflictError,
+    JournalEntry,
+    JournalError,
+    JournalState,
+    NanoBanana,
+    Outcome,
+    SQLiteJournal,
+    SubmissionUncertainError,
+    TaskFailedError,
+)
+from nanobanana_async._journal import read_entries, request_fingerprint
+from nanobanana_async.testing import Delay, LatencyProfile, ResetConnection, Simulator
+
+from .conftest import FAST_RETRY, SENTINEL_KEY
+from .helpers import png_size
+
+PROMPTS = [f"a fox number {i}" for i in range(12)]
+
+
+async def _run(
+    client: NanoBanana, out: Path, prompts: list[str], *, resubmit_uncertain: bool = False
+) -> list[Outcome]:
+    """One journaled batch into ``out``; outcomes in input order."""
+    batch = client.generate_many(
+        prompts,
+        save_to=out,
+        journal=out / "journal.sqlite",
+        resubmit_uncertain=resubmit_uncertain,
+    )
+    return sorted([o async for o in batch], key=lambda o: o.index)
+
+
+async def test_rerunning_a_finished_batch_sends_no_create_and_no_download(
+    client: NanoBanana, sim: Simulator, tmp_path: Path
+) -> None:
+    """Every saved input comes back ok with its existing path and zero requests."""
+    first = await _run(client, tmp_path, PROMPTS)
+    assert all(o.ok for o in first)
+    before = len(sim.requests)
+    assert sim.counters.creates == len(PROMPTS)
+
+    second = await _run(client, tmp_path, PROMPTS)
+    assert len(sim.requests) == before
+    assert sim.counters.creates == len(PROMPTS)
+    assert sim.counters.downloads == len(PROMPTS)
+    assert [o.path for o in second] == [o.path for o in first]
+    assert {o.resumed_from for o in second} == {"saved"}
+
+
+async def test_a_saved_file_that_went_missing_is_downloaded_again_not_recreated(
+    client: NanoBanana, sim: Simulator, tmp_path: Path
+) -> None:
+    """Deleting an image and rerunning fetches it again from its task: one download, no create."""
+    first = await _run(client, tmp_path, PROMPTS[:3])
+    lost = first[1].path
+    assert lost is not None
+    lost.unlink()
+    second = await _run(client, tmp_path, PROMPTS[:3])
+    assert second[1].ok
+    png_size(lost.read_bytes())
+    assert sim.counters.creates == 3
+    assert sim.counters.downloads == 4
+
+
+async def test_a_submitted_task_is_polled_again_on_rerun_without_a_new_create(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """A run stopped while waiting leaves 'submitted'; the rerun polls that task to the end."""
+    sim.latency = LatencyProfile.uniform(0.6, 0.6)
+    async with NanoBanana(
+        api_key=sim.api_key, base_url=sim.base_url, polling=FixedPolling(0.05), retry=FAST_RETRY
+    ) as client:
+        with anyio.move_on_after(0.3):
+            await _run(client, tmp_path, PROMPTS[:4])
+        states = {e.state for e in read_entries(tmp_path / "journal.sqlite")}
+        assert states == {JournalState.SUBMITTED}
+        second = await _run(client, tmp_path, PROMPTS[:4])
+    assert all(o.ok for o in second)
+    assert {o.resumed_from for o in second} == {"submitted"}
+    assert sim.counters.creates == 4
+
+
+async def test_an_uncertain_create_is_reported_and_not_resent_without_the_flag(
+    client: NanoBanana, sim: Simulator, tmp_path: Path
+) -> None:
+    """Reset after create: uncertain in the journal; reruns report it; only the flag resends."""
+    sim.faults.push("create", ResetConnection(create_first=True))
+    first = await _run(client, tmp_path, PROMPTS[:1])
+    assert isinstance(first[0].error, SubmissionUncertainError)
+    (entry,) = read_entries(tmp_path / "journal.sqlite")
+    assert entry.state is JournalState.UNCERTAIN
+    assert entry.client_key is not None
+    assert sim.counters.creates == 1
+
+    second = await _run(client, tmp_path, PROMPTS[:1])
+    assert isinstance(second[0].error, SubmissionUncertainError)
+    assert second[0].resumed_from == "uncertain"
+    assert sim.counters.create_requests == 1
+
+    third = await _run(client, tmp_path, PROMPTS[:1], resubmit_uncertain=True)
+    assert third[0].ok
+    assert sim.counters.create_requests == 2
+
+
+async def test_a_create_cut_off_mid_flight_is_journaled_as_submitting_and_treated_uncertain(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """Cancelled with the answer not yet back: the row says the create may be on the wire."""
+    sim.faults.push("create", Delay(5.0, create_first=True))
+    policy = FAST_RETRY.__class__(cancel_grace=0.05)
+    async with NanoBanana(
+        api_key=sim.api_key, base_url=sim.base_url, polling=FixedPolling(0.02), retry=policy
+    ) as client:
+        with anyio.move_on_after(0.3):
+            await _run(client, tmp_path, PROMPTS[:1])
+        (entry,) = read_entries(tmp_path / "journal.sqlite")
+        assert entry.state is JournalState.SUBMITTING
+        second = await _run(client, tmp_path, PROMPTS[:1])
+    assert isinstance(second[0].error, SubmissionUncertainError)
+    assert sim.counters.create_requests == 1
+
+
+async def test_a_failed_task_is_reported_from_the_journal_without_paying_again(
+    client: NanoBanana, sim: Simulator, tmp_path: Path
+) -> None:
+    """The service's refusal is final: the rerun reports TaskFailedError with no request."""
+    await _run(client, tmp_path, ["a fox [fail]"])
+    before = len(sim.requests)
+    again = await _run(client, tmp_path, ["a fox [fail]"])
+    assert isinstance(again[0].error, TaskFailedError)
+    assert "Content policy" in str(again[0].error)
+    assert len(sim.requests) == before
+
+
+async def test_an_edited_input_is_detected_and_not_mixed_in(
+    client: NanoBanana, sim: Simulator, tmp_path: Path
+) -> None:
+    """Input 1 changed between runs: a JournalConflictError outcome, nothing sent for it."""
+    await _run(client, tmp_path, PROMPTS[:3])
+    edited = [PROMPTS[0], "a completely different cat", PROMPTS[2]]
+    again = await _run(client, tmp_path, edited)
+    error = again[1].error
+    assert isinstance(error, JournalConflictError)
+    assert error.index == 1
+    assert "different cat" in str(error)
+    assert sim.counters.create_requests == 3
+
+
+async def test_inputs_stopped_by_a_fatal_error_are_journaled_pending_and_sent_on_rerun(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """No balance: the batch stops, rows stay pending (nothing billed), a rerun completes them."""
+    sim.balance = 2
+    async with NanoBanana(
+        api_key=sim.api_key,
+        base_url=sim.base_url,
+        polling=FixedPolling(0.02),
+        retry=FAST_RETRY,
+        max_concurrency=1,
+    ) as client:
+        first = await _run(client, tmp_path, PROMPTS[:6])
+        assert sum(o.ok for o in first) == 2
+        states = [e.state for e in read_entries(tmp_path / "journal.sqlite")]
+        assert states.count(JournalState.PENDING) == 4
+        sim.balance = None
+        second = await _run(client, tmp_path, PROMPTS[:6])
+    assert all(o.ok for o in second)
+    assert sim.counters.creates == 6
+
+
+async def test_a_foreign_file_is_refused_and_left_byte_for_byte_unchanged(
+    client: NanoBanana, tmp_path: Path
+) -> None:
+    """A text file or someone else's SQLite database at the journal path: JournalError."""
+    text = tmp_path / "notes.sqlite"
+    text.write_bytes(b"my precious notes")
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    other_bytes = other.read_bytes()
+    for path, original in ((text, b"my precious notes"), (other, other_bytes)):
+        with pytest.raises(JournalError, match="not a nanobanana_async journal"):
+            async for _ in client.generate_many(["a fox"], save_to=tmp_path, journal=path):
+                pass
+        assert path.read_bytes() == original
+
+
+async def test_a_corrupted_journal_gives_a_clear_error_and_is_not_overwritten(
+    tmp_path: Path,
+) -> None:
+    """A journal whose pages were damaged is refused, not rebuilt over."""
+    path = tmp_path / "j.sqlite"
+    async with SQLiteJournal(path) as journal:
+        await journal.put(
+            JournalEntry(index=0, request_hash="h", request={}, state=JournalState.PENDING)
+        )
+    damaged = bytearray(path.read_bytes())
+    damaged[100:4096] = b"\xff" * (4096 - 100)
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(JournalError):
+        async with SQLiteJournal(path):
+            pass
+    assert path.read_bytes() == bytes(damaged)
+
+
+async def test_the_journal_never_stores_the_api_key(sim: Simulator, tmp_path: Path) -> None:
+    """Scan the journal files (and WAL) for the sentinel key after a run with failures."""
+    async with NanoBanana(
+        api_key=SENTINEL_KEY, base_url=sim.base_url, polling=FixedPolling(0.02), retry=FAST_RETRY
+    ) as client:
+        sim.faults.push("create", ResetConnection(create_first=True))
+        await _run(client, tmp_path, [*PROMPTS[:3], "x [fail]"])
+    for file in tmp_path.iterdir():
+        assert SENTINEL_KEY.encode() not in file.read_bytes(), file
+
+
+async def test_concurrent_writes_are_grouped_into_few_transactions(tmp_path: Path) -> None:
+    """A thousand concurrent puts all land, in far fewer commits than puts."""
+    journal = SQLiteJournal(tmp_path / "j.sqlite")
+    async with journal, anyio.create_task_group() as group:
+        for index in range(1000):
+            entry = JournalEntry(
+                index=index, request_hash="h", request={"i": index}, state=JournalState.PENDING
+            )
+            group.start_soon(journal.put, entry)
+    assert len(list(read_entries(tmp_path / "j.sqlite"))) == 1000
+    assert journal.commits < 100
+
+
+def test_the_request_fingerprint_ignores_nothing_that_is_sent() -> None:
+    """Any field that changes the create body changes the fingerprint."""
+    base = ImageRequest(prompt="a fox")
+    assert request_fingerprint(base) == request_fingerprint(ImageRequest(prompt="a fox"))
+    for other in (
+        ImageRequest(prompt="a fox!"),
+        ImageRequest(prompt="a fox", size="1:1"),
+        ImageRequest(prompt="a fox", model="nano-banana"),
+        ImageRequest(prompt="a fox", resolution="2k"),
+    ):
+        assert request_fingerprint(other) != request_fingerprint(base)
