@@ -224,6 +224,8 @@ class JobRunner:
                     return Outcome(request=request, index=index, task=task, data=data)
                 return Outcome(request=request, index=index, task=task)
         except NanoBananaError as exc:
+            if task is not None:
+                await _note_quietly(record, exc)
             return Outcome(request=request, index=index, task=task, error=exc)
 
     async def _create_recorded(self, request: ImageRequest, record: JobRecorder) -> Task:
@@ -239,6 +241,14 @@ class JobRunner:
             raise
         await record.submitted(task)
         return task
+
+
+async def _note_quietly(record: JobRecorder, error: NanoBananaError) -> None:
+    """Record why a created job failed; a journal failure here must not hide that error."""
+    try:
+        await record.errored(error)
+    except NanoBananaError as journal_error:
+        logger.warning("could not journal the failure of a job: %s", journal_error)
 
 
 def _may_be_billed(error: NanoBananaError) -> bool:
@@ -269,6 +279,9 @@ class JobRecorder(Protocol):
     async def saved(self, task: Task, saved: SavedImage) -> None:
         """The image is on disk."""
 
+    async def errored(self, error: NanoBananaError) -> None:
+        """A job that has a task failed after its create (its state stays as it was)."""
+
 
 class _NoRecord:
     """A recorder that keeps nothing: jobs without a journal."""
@@ -289,6 +302,9 @@ class _NoRecord:
         return None
 
     async def saved(self, task: Task, saved: SavedImage) -> None:
+        return None
+
+    async def errored(self, error: NanoBananaError) -> None:
         return None
 
 

@@ -84,6 +84,10 @@ class EntryRecorder:
                 state=JournalState.FAILED, error_type=TaskFailedError.__name__, error=task.error
             )
 
+    async def errored(self, error: NanoBananaError) -> None:
+        """Keep the state (a rerun continues from it) but say why this run stopped there."""
+        await self._put(error_type=type(error).__name__, error=str(error))
+
     async def saved(self, task: Task, saved: SavedImage) -> None:
         """On disk, with the file's hash."""
         await self._put(
@@ -91,6 +95,8 @@ class EntryRecorder:
             image_url=task.image_url,
             path=str(saved.path),
             sha256=saved.sha256,
+            error_type=None,
+            error=None,
         )
 
 

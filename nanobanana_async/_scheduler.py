@@ -70,6 +70,8 @@ class _InputFeed:
 
     async def next(self) -> tuple[int, Any] | None:
         async with self._lock:
+            # A worker handed the lock just as the batch was cancelled must not pull an item.
+            await anyio.lowlevel.checkpoint_if_cancelled()
             if self.exhausted:
                 return None
             try:
@@ -176,7 +178,9 @@ class OutcomeStream:
 
     Use it directly with ``async for``, or as ``async with ... as outcomes``
     for cleanup at a point of your choosing. Leaving early, raising in the
-    loop body or being cancelled cancels the jobs still in flight.
+    loop body or being cancelled cancels the jobs still in flight. (Leaving
+    an ``async for`` early is noticed when its iterator is dropped, which
+    CPython does at once; ``async with`` makes the moment explicit.)
     """
 
     def __init__(
@@ -226,10 +230,12 @@ class OutcomeStream:
         self.cancel()
         group, self._own_group = self._own_group, None
         assert group is not None
-        return await group.__aexit__(exc_type, exc, tb)
+        # The batch never raises into its group; the body's own exception propagates as is.
+        await group.__aexit__(None, None, None)
+        return None
 
-    def __aiter__(self) -> Self:
-        return self
+    def __aiter__(self) -> _Cursor:
+        return _Cursor(self)
 
     async def __anext__(self) -> Outcome:
         self._start(None)
@@ -261,13 +267,41 @@ class OutcomeStream:
 
     def cancel(self) -> None:
         """Stop the batch now: jobs in flight are cancelled and no new request starts."""
-        self._batch.scope.cancel()
         self._receive.close()
+        self._batch.scope.cancel()
 
-    def __del__(self) -> None:
-        # Leaving an `async for` early drops the last reference: stop the batch right away.
+    def _abandon(self) -> None:
+        """Stop an unfinished batch whose consumer is gone (called from finalizers)."""
+        self._receive.close()
         if not self._started:
             self._batch.send.close()
         elif not self._finished:
-            self._batch.scope.cancel()
-        self._receive.close()
+            # Finalizers may run after the event loop is gone; then there is nothing to stop.
+            with contextlib.suppress(RuntimeError):
+                self._batch.scope.cancel()
+
+    def __del__(self) -> None:
+        self._abandon()
+
+
+class _Cursor:
+    """The iterator of one ``async for`` over an OutcomeStream.
+
+    Only the loop holds it, so when the loop is left early (break, return,
+    an exception) it is dropped at once, and dropping it stops the batch,
+    even when the stream itself is still held in a variable.
+    """
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: OutcomeStream) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> _Cursor:
+        return self
+
+    async def __anext__(self) -> Outcome:
+        return await self._stream.__anext__()
+
+    def __del__(self) -> None:
+        self._stream._abandon()

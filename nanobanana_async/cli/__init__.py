@@ -62,6 +62,12 @@ def _request_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def report_error(error: object) -> None:
+    """One line on standard error, never a traceback."""
+    text = " ".join(str(error).split())
+    print(f"nanobanana: error: {text}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``nanobanana`` command."""
     parser = argparse.ArgumentParser(
@@ -122,13 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(args_list)
     if args.command == "journal":
-        return _journal(args, Console())
+        return _journal(args, Console(soft_wrap=True))
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
     if args.command == "run" and args.prompts != "-" and not Path(args.prompts).is_file():
         parser.error(f"prompt file {args.prompts} does not exist")
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    return _run_async(args, Console())
+    return _run_async(args, Console(soft_wrap=True))
 
 
 def _journal(args: argparse.Namespace, console: Console) -> int:
@@ -138,7 +144,7 @@ def _journal(args: argparse.Namespace, console: Console) -> int:
     try:
         return journal_command(args, console)
     except JournalError as exc:
-        print(f"nanobanana: error: {exc}", file=sys.stderr)
+        report_error(exc)
         return 2
 
 
@@ -153,8 +159,8 @@ def _run_async(args: argparse.Namespace, console: Console) -> int:
     try:
         return anyio.run(command, args, console, backend="asyncio", backend_options=options)
     except NanoBananaError as exc:
-        console.print(f"error: {exc}", highlight=False)
+        report_error(exc)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        console.print("interrupted", highlight=False)
+        print("nanobanana: interrupted", file=sys.stderr)
         return 130

@@ -16,6 +16,7 @@ from .._errors import ConfigurationError, NanoBananaError
 from .._http import API_KEY_ENV
 from .._models import ImageRequest
 from .._scheduler import FATAL_ERRORS
+from . import report_error
 from ._inputs import BadLine, PromptSource, count_prompts, read_prompts
 from ._manifest import write_manifest
 from ._report import RunReport
@@ -97,7 +98,7 @@ def _exit_code(report: RunReport, console: Console) -> int:
         return EXIT_OK
     fatal = {name.__name__ for name in FATAL_ERRORS}
     if report.done == 0 and report.reasons and set(report.reasons) <= fatal:
-        console.print(f"error: {report.first_error}", highlight=False)
+        report_error(report.first_error)
         return EXIT_USAGE
     console.print(
         f"{report.failed} of {report.failed + report.done} inputs failed; "
@@ -126,7 +127,7 @@ async def generate_command(args: argparse.Namespace, console: Console) -> int:
             result = await client.generate(request, timeout=args.timeout)
             path = await result.save(Path(args.out) / "")
         except NanoBananaError as exc:
-            console.print(f"error: {exc}", highlight=False)
+            report_error(exc)
             return EXIT_USAGE if isinstance(exc, FATAL_ERRORS) else EXIT_FAILURES
     console.print(f"saved {path} (task {result.task.id})", highlight=False)
     return EXIT_OK

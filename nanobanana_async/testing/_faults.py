@@ -15,7 +15,7 @@ from __future__ import annotations
 import collections
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from types import MappingProxyType
 from typing import Literal, TypeAlias, get_args
 
@@ -127,6 +127,31 @@ def _probability(_: object, attribute: attrs.Attribute[float], value: float) -> 
         raise ValueError(f"{attribute.name} must be a probability in [0, 1], got {value!r}")
 
 
+#: Where each kind of random fault can happen.
+FAULT_KINDS: Mapping[str, tuple[Endpoint, ...]] = MappingProxyType(
+    {
+        "reset": ("create", "poll", "download"),
+        "server_error": ("create", "poll"),
+        "rate_limit": ("create", "poll"),
+        "truncate": ("download",),
+    }
+)
+
+
+def _endpoints_by_kind(value: Mapping[str, object]) -> Mapping[str, tuple[Endpoint, ...]]:
+    chosen: dict[str, tuple[Endpoint, ...]] = {}
+    for kind, endpoints in value.items():
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; one of {', '.join(FAULT_KINDS)}")
+        if isinstance(endpoints, str) or not isinstance(endpoints, (list, tuple, set, frozenset)):
+            raise TypeError(f"on[{kind!r}] must be a collection of endpoints")
+        unknown = set(endpoints) - set(FAULT_KINDS[kind])
+        if unknown:
+            raise ValueError(f"{kind} faults happen only on {', '.join(FAULT_KINDS[kind])}")
+        chosen[kind] = tuple(e for e in FAULT_KINDS[kind] if e in endpoints)
+    return MappingProxyType(chosen)
+
+
 @attrs.frozen
 class FaultRates:
     """Per-request probabilities of random faults, drawn from RNGs seeded by ``seed``.
@@ -136,7 +161,8 @@ class FaultRates:
     answer is lost); ``server_error`` answers 503 on create (before creating)
     and poll; ``rate_limit`` answers 429 with ``Retry-After: retry_after`` on
     create (before creating) and poll; ``truncate`` cuts a download short
-    after 12-40 bytes, with or without a Content-Length (half each).
+    after 12-40 bytes, with or without a Content-Length (half each). ``on``
+    narrows a kind to some of its endpoints, e.g. ``{"rate_limit": ["create"]}``.
 
     Each endpoint has its own RNG, so the n-th request to an endpoint draws
     the same fault for the same seed whatever the other endpoints saw.
@@ -149,6 +175,7 @@ class FaultRates:
     truncate: float = attrs.field(default=0.0, validator=_probability)
     retry_after: float = 0.05
     create_first: float = attrs.field(default=0.5, validator=_probability)
+    on: Mapping[str, tuple[Endpoint, ...]] = attrs.field(factory=dict, converter=_endpoints_by_kind)
 
     def __attrs_post_init__(self) -> None:
         if not (math.isfinite(self.retry_after) and self.retry_after >= 0):
@@ -160,12 +187,16 @@ class FaultRates:
 
     def kinds(self, endpoint: Endpoint) -> tuple[tuple[str, float], ...]:
         """The fault kinds that apply to ``endpoint``, with their probabilities."""
-        if endpoint == "download":
-            return (("reset", self.reset), ("truncate", self.truncate))
-        return (
-            ("reset", self.reset),
-            ("server_error", self.server_error),
-            ("rate_limit", self.rate_limit),
+        rates = {
+            "reset": self.reset,
+            "server_error": self.server_error,
+            "rate_limit": self.rate_limit,
+            "truncate": self.truncate,
+        }
+        return tuple(
+            (kind, rates[kind])
+            for kind, natural in FAULT_KINDS.items()
+            if endpoint in self.on.get(kind, natural)
         )
 
 
@@ -286,11 +317,13 @@ class FaultQueues:
         truncate: float = 0.0,
         retry_after: float = 0.05,
         create_first: float = 0.5,
+        on: Mapping[str, Collection[Endpoint]] | None = None,
     ) -> FaultRates:
         """Inject seeded random faults from now on (see FaultRates); replaces earlier rates.
 
         ``sim.faults.set_rates(seed=1, reset=0.05, server_error=0.05,
-        rate_limit=0.02, truncate=0.01)``. Scheduled faults still come first.
+        rate_limit=0.02, truncate=0.01)``; ``on={"rate_limit": ["create"]}``
+        keeps a kind to some endpoints. Scheduled faults still come first.
         The ``injected`` counts go on accumulating.
         """
         rates = FaultRates(
@@ -301,6 +334,7 @@ class FaultQueues:
             truncate=truncate,
             retry_after=retry_after,
             create_first=create_first,
+            on=on or {},
         )
         self._random = _RandomFaults(rates, self._injected)
         return rates
