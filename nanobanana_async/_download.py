@@ -19,7 +19,7 @@ from typing import IO, Any, Final
 import anyio
 import attrs
 
-from ._errors import DestinationExistsError, DownloadError
+from ._errors import DestinationExistsError, DownloadError, NanoBananaError
 from ._http import DownloadBody, HTTPClient
 from ._models import Task, validate_task_id
 
@@ -151,7 +151,9 @@ class Downloader:
     async def read(self, task: Task) -> bytes:
         """The whole image in memory, checked for type, size and completeness."""
         chunks: list[bytes] = []
-        async with self._http.open_download(_image_url(task), task_id=task.id) as body:
+        async with self._http.open_download(
+            _image_url(task), task_id=task.id, max_bytes=self.max_bytes
+        ) as body:
             stream = _ImageStream(body, max_bytes=self.max_bytes, task_id=task.id)
             async for chunk in body:
                 stream.accept(chunk)
@@ -174,20 +176,43 @@ class Downloader:
         extension of the image's real type. Given a ``stem``, ``destination``
         is always a folder, created if missing. With ``adopt_identical``, an
         existing file with exactly these bytes counts as this save (a rerun
-        after a crash between saving and journaling it).
+        after a crash between saving and journaling it). A filesystem failure
+        (full disk, no permission) is a DownloadError naming the folder.
         """
-        url = _image_url(task)
         if stem is not None:
             folder, fixed_name = Path(destination), None
         else:
             folder, fixed_name = _split_destination(destination)
         name_stem = stem if stem is not None else validate_task_id(task.id)
+        try:
+            return await self._save(
+                task, folder, fixed_name or None, name_stem, overwrite, adopt_identical
+            )
+        except NanoBananaError:
+            raise
+        except OSError as exc:
+            raise DownloadError(
+                f"could not write the image in {folder}: {exc.strerror or exc}", task_id=task.id
+            ) from exc
+
+    async def _save(
+        self,
+        task: Task,
+        folder: Path,
+        fixed_name: str | None,
+        name_stem: str,
+        overwrite: bool,
+        adopt_identical: bool,
+    ) -> SavedImage:
+        url = _image_url(task)
         await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
         fd, temp = await anyio.to_thread.run_sync(_create_temp, folder, name_stem)
         digest = hashlib.sha256()
         try:
             with os.fdopen(fd, "wb") as handle:
-                async with self._http.open_download(url, task_id=task.id) as body:
+                async with self._http.open_download(
+                    url, task_id=task.id, max_bytes=self.max_bytes
+                ) as body:
                     stream = await self._stream_to(handle, body, task.id, digest)
                 await anyio.to_thread.run_sync(_flush_and_sync, handle)
             kind = stream.finish()

@@ -90,11 +90,18 @@ class _Secret:
 
 
 class DownloadBody:
-    """An image response being streamed: its declared length and type, and its chunks."""
+    """An image response being streamed: its declared length and type, and its chunks.
 
-    def __init__(self, response: aiohttp.ClientResponse, task_id: str | None) -> None:
+    At most ``limit`` bytes are ever read from the network (the caller's cap
+    plus one, so an oversize body is noticed without reading more of it).
+    """
+
+    def __init__(
+        self, response: aiohttp.ClientResponse, task_id: str | None, limit: int | None = None
+    ) -> None:
         self._response = response
         self._task_id = task_id
+        self._remaining = limit
         self.content_length: int | None = response.content_length
         self.content_type: str | None = response.headers.get("Content-Type")
         self.content_encoding: str | None = response.headers.get("Content-Encoding")
@@ -103,14 +110,19 @@ class DownloadBody:
         return self
 
     async def __anext__(self) -> bytes:
+        size = _CHUNK if self._remaining is None else min(_CHUNK, self._remaining)
+        if size <= 0:
+            raise StopAsyncIteration
         try:
-            chunk = await self._response.content.read(_CHUNK)
+            chunk = await self._response.content.read(size)
         except aiohttp.ClientPayloadError:
             raise NetworkError("the image download was cut short", operation="download") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _network_error(exc, "download", sent=True) from None
         if not chunk:
             raise StopAsyncIteration
+        if self._remaining is not None:
+            self._remaining -= len(chunk)
         return chunk
 
 
@@ -383,7 +395,7 @@ class HTTPClient:
 
     @asynccontextmanager
     async def open_download(
-        self, url: str, *, task_id: str | None = None
+        self, url: str, *, task_id: str | None = None, max_bytes: int | None = None
     ) -> AsyncIterator[DownloadBody]:
         """Open an image URL for streaming: no key or cookies, no compression, redirects by hand."""
         session = self._open_session()
@@ -417,7 +429,8 @@ class HTTPClient:
                     raise ResultExpiredError(task_id or "?", status=response.status)
                 if response.status != 200:
                     raise self._download_status_error(response, task_id)
-                yield DownloadBody(response, task_id)
+                limit = None if max_bytes is None else max_bytes + 1
+                yield DownloadBody(response, task_id, limit)
                 return
             finally:
                 response.release()

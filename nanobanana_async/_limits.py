@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -22,9 +23,12 @@ class PauseGate:
     Waiters wake with a little jitter so a paused batch does not resume in one burst.
     """
 
-    def __init__(self, *, spread: float = 0.1) -> None:
+    def __init__(
+        self, *, spread: float = 0.1, sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+    ) -> None:
         self._until = 0.0
         self._spread = spread
+        self._sleep = sleep
 
     @property
     def paused_until(self) -> float:
@@ -38,8 +42,8 @@ class PauseGate:
     async def wait(self) -> None:
         """Return once the gate is open."""
         # A timed wait, not an Event: the pause can be extended while callers sleep.
-        while (remaining := self._until - anyio.current_time()) > 0:  # noqa: ASYNC110
-            await anyio.sleep(remaining * (1.0 + random.uniform(0.0, self._spread)))
+        while (remaining := self._until - anyio.current_time()) > 0:
+            await self._sleep(remaining * (1.0 + random.uniform(0.0, self._spread)))
 
 
 class RateLimiter:
@@ -68,12 +72,16 @@ class AdaptiveRate:
     """An AIMD pace for polls: unlimited until a 429, halved on each 429, regrown on success.
 
     ``observe_request`` feeds a one-second window of the current poll rate, so
-    the first 429 halves what the client was really doing.
+    the first 429 halves what the client was really doing. A burst of 429s
+    answering polls sent at the same pace halves it once, not once per 429:
+    decreases are at least ``cooldown`` seconds apart.
     """
 
-    def __init__(self, *, floor: float = 1.0, step: float = 1.0) -> None:
+    def __init__(self, *, floor: float = 1.0, step: float = 1.0, cooldown: float = 1.0) -> None:
         self.floor = floor
         self.step = step
+        self.cooldown = cooldown
+        self._last_decrease = -math.inf
         self._limiter: RateLimiter | None = None
         self._window_start = 0.0
         self._window_count = 0
@@ -94,7 +102,11 @@ class AdaptiveRate:
         self._window_count += 1
 
     def on_rate_limited(self) -> None:
-        """Halve the pace (multiplicative decrease)."""
+        """Halve the pace (multiplicative decrease), at most once per cooldown."""
+        now = anyio.current_time()
+        if now - self._last_decrease < self.cooldown:
+            return
+        self._last_decrease = now
         current = self.rate if self.rate is not None else max(self._recent_rate, self._window_count)
         new_rate = max(self.floor, current / 2.0)
         if self._limiter is None:

@@ -159,7 +159,7 @@ class Retrier:
         self.budget = RetryBudget(
             capacity=policy.budget_capacity, cost=policy.budget_cost, refund=policy.budget_refund
         )
-        self.create_gate = PauseGate()
+        self.create_gate = PauseGate(sleep=policy.sleep)
         self.poll_pace = AdaptiveRate()
         self._requests = (
             RateLimiter(max_requests_per_second) if max_requests_per_second is not None else None
