@@ -66,18 +66,18 @@ class NanoBanana:
     ``$NANOBANANA_BASE_URL`` and then the documented service URL.
     ``max_concurrency`` bounds the jobs in flight across every call on this
     client, from create until the image is fetched or the job has failed.
-    ``connection_limit`` bounds open HTTP connections (a separate pool).
-    ``max_concurrent_downloads`` bounds image downloads, so slow downloads
-    cannot starve submissions. ``polling`` decides when waiting jobs poll
-    (``AdaptivePolling()`` by default) and ``retry`` what is retried and
-    how (``RetryPolicy()``). ``max_requests_per_second`` caps API calls for
-    users who know their quota (by default the client adapts to 429s).
-    ``idempotency_header`` names a header to carry each submission's client
-    key, for a service that deduplicates on it (none is sent by default).
-    Plain ``http://`` is refused to non-loopback hosts unless
-    ``allow_insecure_http=True``; proxy variables are honoured only with
-    ``trust_env=True``; ``resolver`` is an aiohttp DNS resolver to use
-    instead of the system's.
+    ``connection_limit`` bounds connections to the API (a pool separate from
+    the job budget). Downloads have a pool of their own, bounded by
+    ``max_concurrent_downloads``, so slow downloads cannot starve submissions.
+    ``polling`` decides when waiting jobs poll (``AdaptivePolling()`` by
+    default) and ``retry`` what is retried and how (``RetryPolicy()``).
+    ``max_requests_per_second`` caps API calls for users who know their
+    quota (by default the client adapts to 429s). ``idempotency_header``
+    names a header to carry each submission's client key, for a service that
+    deduplicates on it (none is sent by default). Plain ``http://`` is refused
+    to non-loopback hosts unless ``allow_insecure_http=True``; proxy variables
+    are honoured only with ``trust_env=True``; ``resolver`` is an aiohttp DNS
+    resolver to use instead of the system's.
     """
 
     def __init__(
@@ -120,6 +120,7 @@ class NanoBanana:
             allow_insecure_http=allow_insecure_http,
             idempotency_header=idempotency_header,
             resolver=resolver,
+            download_limit=_positive_int("max_concurrent_downloads", max_concurrent_downloads),
         )
         self._runner = JobRunner(
             http=self._http,
@@ -158,7 +159,9 @@ class NanoBanana:
         try:
             if group is not None:
                 group.cancel_scope.cancel()
-                return await group.__aexit__(exc_type, exc, tb)
+                # Batches never raise into this group, so the body's own exception (if
+                # any) propagates as it is, not wrapped in an ExceptionGroup.
+                await group.__aexit__(None, None, None)
             return None
         finally:
             with anyio.CancelScope(shield=True):

@@ -123,6 +123,12 @@ class _ImageStream:
         self.kind = kind
 
     def finish(self) -> ImageKind:
+        if self.kind is None and self.size < 12:
+            raise DownloadError(
+                f"the image ended after only {self.size} bytes (truncated)",
+                task_id=self.task_id,
+                retryable=True,
+            )
         if self.kind is None:
             self._identify()
         assert self.kind is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
@@ -113,12 +114,15 @@ class DownloadBody:
         size = _CHUNK if self._remaining is None else min(_CHUNK, self._remaining)
         if size <= 0:
             raise StopAsyncIteration
+        failure: NetworkError | None = None
         try:
             chunk = await self._response.content.read(size)
         except aiohttp.ClientPayloadError:
-            raise NetworkError("the image download was cut short", operation="download") from None
+            failure = NetworkError("the image download was cut short", operation="download")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _network_error(exc, "download", sent=True) from None
+            failure = _network_error(exc, "download", sent=True)
+        if failure is not None:
+            raise failure  # outside the except block: aiohttp's error (and its headers) stay behind
         if not chunk:
             raise StopAsyncIteration
         if self._remaining is not None:
@@ -167,6 +171,7 @@ class HTTPClient:
         pool_limit: int,
         timeouts: Timeouts,
         trust_env: bool,
+        download_limit: int = 16,
         allow_insecure_http: bool,
         idempotency_header: str | None = None,
         resolver: aiohttp.abc.AbstractResolver | None = None,
@@ -177,9 +182,12 @@ class HTTPClient:
         self._key = _Secret(api_key) if api_key else None
         self._pool_limit = pool_limit
         self._timeouts = timeouts
-        self._trust_env = trust_env
+        # Read once, when the client is built; only with trust_env=True.
+        self._proxies = urllib.request.getproxies() if trust_env else {}
         self._allow_insecure_http = allow_insecure_http
-        self._session: aiohttp.ClientSession | None = None
+        self._download_limit = download_limit
+        self._api_session: aiohttp.ClientSession | None = None
+        self._download_session: aiohttp.ClientSession | None = None
         self._closed = False
         self._create_url = base_url.joinpath("v1", "banana", "images")
         self._result_url = base_url.joinpath("v1", "result")
@@ -189,26 +197,44 @@ class HTTPClient:
         """True once ``aclose()`` has run."""
         return self._closed
 
-    def _open_session(self) -> aiohttp.ClientSession:
+    def _session(self, *, downloads: bool = False) -> aiohttp.ClientSession:
+        """The API session, or the download session (separate pools, separate limits)."""
         if self._closed:
             raise ClientClosedError("the client is closed; create a new NanoBanana to continue")
-        if self._session is None:
-            trace = aiohttp.TraceConfig()
-            trace.on_request_headers_sent.append(_on_headers_sent)
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._pool_limit, resolver=self._resolver),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                timeout=aiohttp.ClientTimeout(
-                    total=self._timeouts.total,
-                    connect=self._timeouts.pool,
-                    sock_connect=self._timeouts.connect,
-                    sock_read=self._timeouts.read,
-                ),
-                headers={"User-Agent": _USER_AGENT},
-                trust_env=self._trust_env,
-                trace_configs=[trace],
-            )
-        return self._session
+        session = self._download_session if downloads else self._api_session
+        if session is None:
+            session = self._new_session(downloads=downloads)
+            if downloads:
+                self._download_session = session
+            else:
+                self._api_session = session
+        return session
+
+    def _new_session(self, *, downloads: bool) -> aiohttp.ClientSession:
+        trace = aiohttp.TraceConfig()
+        trace.on_request_headers_sent.append(_on_headers_sent)
+        limit = self._download_limit if downloads else self._pool_limit
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limit, resolver=self._resolver),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(
+                total=None if downloads else self._timeouts.total,
+                connect=self._timeouts.pool,
+                sock_connect=self._timeouts.connect,
+                sock_read=self._timeouts.read,
+            ),
+            headers={"User-Agent": _USER_AGENT},
+            # Never True: aiohttp would also read ~/.netrc and add credentials. Proxies
+            # from the environment are applied per request instead (see _proxy_for).
+            trust_env=False,
+            trace_configs=[] if downloads else [trace],
+        )
+
+    def _proxy_for(self, url: yarl.URL) -> str | None:
+        """The proxy from the environment for ``url``, when the user opted in with trust_env."""
+        if not self._proxies or (url.host and urllib.request.proxy_bypass(url.host)):
+            return None
+        return self._proxies.get(url.scheme)
 
     def _auth_headers(self) -> dict[str, str]:
         if self._key is None:
@@ -295,7 +321,7 @@ class HTTPClient:
     async def _create_once(
         self, request: ImageRequest, client_key: str, trace: SimpleNamespace
     ) -> Task:
-        session = self._open_session()
+        session = self._session()
         headers = self._auth_headers()
         if self._idempotency_header:
             headers[self._idempotency_header] = client_key
@@ -314,15 +340,21 @@ class HTTPClient:
                 headers=headers,
                 allow_redirects=False,
                 trace_request_ctx=trace,
+                proxy=self._proxy_for(self._create_url),
             ) as response:
                 status, answer_headers = response.status, response.headers
                 body = await self._read_capped(response, "create")
         except (aiohttp.ClientError, TimeoutError) as exc:
             if _provably_unsent(exc, trace):
-                raise _network_error(exc, "create", sent=False) from None
-            raise uncertain(f"{type(exc).__name__} after the request was sent") from None
+                failure: NanoBananaError | None = _network_error(exc, "create", sent=False)
+            else:
+                failure = uncertain(f"{type(exc).__name__} after the request was sent")
         except MalformedResponseError as exc:
-            raise uncertain(exc.message) from None
+            failure = uncertain(exc.message)
+        else:
+            failure = None
+        if failure is not None:
+            raise failure  # outside the except block: aiohttp's error (and its headers) stay behind
         self._log("POST", self._create_url, status, started)
         if status in _REDIRECTS:
             location = yarl.URL(answer_headers.get("Location", ""))
@@ -340,16 +372,22 @@ class HTTPClient:
     async def query(self, task_id: str) -> Task:
         """One status query for ``task_id`` (free and idempotent)."""
         validate_task_id(task_id)
-        session = self._open_session()
+        session = self._session()
         headers = self._auth_headers()
         url = self._result_url.joinpath(task_id)
         started = time.monotonic()
         try:
-            async with session.get(url, headers=headers, allow_redirects=False) as response:
+            async with session.get(
+                url, headers=headers, allow_redirects=False, proxy=self._proxy_for(url)
+            ) as response:
                 status, answer_headers = response.status, response.headers
                 body = await self._read_capped(response, "query")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _network_error(exc, "query", sent=True) from None
+            failure: NetworkError | None = _network_error(exc, "query", sent=True)
+        else:
+            failure = None
+        if failure is not None:
+            raise failure  # outside the except block: aiohttp's error (and its headers) stay behind
         self._log("GET", url, status, started)
         if status in _REDIRECTS:
             raise APIError(
@@ -398,28 +436,25 @@ class HTTPClient:
         self, url: str, *, task_id: str | None = None, max_bytes: int | None = None
     ) -> AsyncIterator[DownloadBody]:
         """Open an image URL for streaming: no key or cookies, no compression, redirects by hand."""
-        session = self._open_session()
+        session = self._session(downloads=True)
         target = check_download_url(
             url, allow_insecure_http=self._allow_insecure_http, task_id=task_id
         )
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=self._timeouts.pool,
-            sock_connect=self._timeouts.connect,
-            sock_read=self._timeouts.read,
-        )
         for _hop in range(MAX_DOWNLOAD_REDIRECTS + 1):
             started = time.monotonic()
+            failure: NetworkError | None = None
             try:
                 response = await session.get(
                     target,
                     headers={"Accept-Encoding": "identity", "Accept": "image/*"},
                     allow_redirects=False,
                     auto_decompress=False,
-                    timeout=timeout,
+                    proxy=self._proxy_for(target),
                 )
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise _network_error(exc, "download", sent=True) from None
+                failure = _network_error(exc, "download", sent=True)
+            if failure is not None:
+                raise failure  # outside the except block: aiohttp's error stays behind
             try:
                 self._log("GET", target, response.status, started)
                 if response.status in _REDIRECTS:
@@ -476,8 +511,10 @@ class HTTPClient:
             logger.debug("%s %s -> %d in %.1f ms", method, redacted(url), status, elapsed)
 
     async def aclose(self) -> None:
-        """Close the session and its connections; safe to call more than once."""
+        """Close both sessions and their connections; safe to call more than once."""
         self._closed = True
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        sessions = (self._api_session, self._download_session)
+        self._api_session = self._download_session = None
+        for session in sessions:
+            if session is not None:
+                await session.close()

@@ -69,23 +69,35 @@ class RateLimiter:
 
 
 class AdaptiveRate:
-    """An AIMD pace for polls: unlimited until a 429, halved on each 429, regrown on success.
+    """An AIMD pace for polls: unlimited until a 429 storm, then halved, then regrown.
 
-    ``observe_request`` feeds a one-second window of the current poll rate, so
-    the first 429 halves what the client was really doing. A burst of 429s
-    answering polls sent at the same pace halves it once, not once per 429:
-    decreases are at least ``cooldown`` seconds apart.
+    A storm is a window (1 s) in which at least three polls, and more than
+    ``storm`` (5 %) of them, were refused with 429. The first storm caps the
+    client at half the rate it was really polling at; each further stormy
+    window halves the cap again, down to ``floor`` (at most one decrease per
+    window). A calm window grows the cap by ``growth`` (10 %) per second, and
+    the cap is lifted once demand no longer reaches it. A trickle of 429s is
+    left to each task's own Retry-After.
     """
 
-    def __init__(self, *, floor: float = 1.0, step: float = 1.0, cooldown: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        floor: float = 1.0,
+        storm: float = 0.05,
+        growth: float = 0.1,
+        window: float = 1.0,
+    ) -> None:
         self.floor = floor
-        self.step = step
-        self.cooldown = cooldown
-        self._last_decrease = -math.inf
+        self.storm = storm
+        self.growth = growth
+        self.window = window
         self._limiter: RateLimiter | None = None
-        self._window_start = 0.0
-        self._window_count = 0
-        self._recent_rate = 0.0
+        self._window_start = -math.inf
+        self._polls = 0
+        self._limited = 0
+        self._decreased = False
+        self._demand = 0.0
 
     @property
     def rate(self) -> float | None:
@@ -93,34 +105,45 @@ class AdaptiveRate:
         return self._limiter.rate if self._limiter is not None else None
 
     def observe_request(self) -> None:
-        """Count one poll into the rate window."""
-        now = anyio.current_time()
-        if now - self._window_start >= 1.0:
-            elapsed = max(now - self._window_start, 1.0)
-            self._recent_rate = self._window_count / elapsed
-            self._window_start, self._window_count = now, 0
-        self._window_count += 1
+        """Count one poll sent."""
+        self._roll()
+        self._polls += 1
 
     def on_rate_limited(self) -> None:
-        """Halve the pace (multiplicative decrease), at most once per cooldown."""
-        now = anyio.current_time()
-        if now - self._last_decrease < self.cooldown:
-            return
-        self._last_decrease = now
-        current = self.rate if self.rate is not None else max(self._recent_rate, self._window_count)
-        new_rate = max(self.floor, current / 2.0)
-        if self._limiter is None:
-            self._limiter = RateLimiter(new_rate)
-        else:
-            self._limiter.rate = new_rate
+        """Count one poll refused with 429; halve the cap if this window is a storm."""
+        self._roll()
+        self._limited += 1
+        stormy = self._limited >= 3 and self._limited > self.storm * self._polls
+        if stormy and not self._decreased:
+            self._decreased = True
+            elapsed = max(anyio.current_time() - self._window_start, 0.1)
+            demand = max(self._demand, self._polls / elapsed)
+            current = demand if self._limiter is None else min(self._limiter.rate, demand)
+            halved = max(self.floor, current / 2.0)
+            if self._limiter is None:
+                self._limiter = RateLimiter(halved)
+            else:
+                self._limiter.rate = halved
 
     def on_success(self) -> None:
-        """Grow the pace back (additive increase); lift the cap once it is far above demand."""
-        if self._limiter is None:
+        """Count one poll answered (only rolls the window)."""
+        self._roll()
+
+    def _roll(self) -> None:
+        now = anyio.current_time()
+        elapsed = now - self._window_start
+        if elapsed < self.window:
             return
-        self._limiter.rate += self.step / max(self._limiter.rate, 1.0)
-        if self._limiter.rate > 4 * max(self._recent_rate, self.floor) + 100:
-            self._limiter = None
+        if math.isfinite(elapsed):
+            self._demand = self._polls / elapsed
+            if not self._decreased and self._limiter is not None:
+                grown = self._limiter.rate * (1.0 + self.growth * elapsed)
+                if self._demand < 0.5 * grown:
+                    self._limiter = None  # the cap no longer binds: lift it
+                else:
+                    self._limiter.rate = grown
+        self._window_start, self._polls, self._limited = now, 0, 0
+        self._decreased = False
 
     async def acquire(self) -> None:
         """Wait for a poll slot when capped; return at once otherwise."""

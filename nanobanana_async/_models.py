@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import math
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ import attrs
 import yarl
 
 from ._errors import InvalidRequestError, MalformedResponseError, NanoBananaError
+from ._text import clean_text
 from ._vocabulary import DEFAULT_MODEL, MAX_IMAGE_URLS, MODELS, RESOLUTIONS, SIZES
 
 if TYPE_CHECKING:
@@ -177,9 +177,7 @@ def validate_task_id(value: object) -> str:
 
 
 def _short(value: object, limit: int = 60) -> str:
-    text = repr(value)
-    text = "".join(c if unicodedata.category(c)[0] != "C" else "?" for c in text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return clean_text(repr(value), limit)
 
 
 def _error_text(value: object) -> str | None:
@@ -187,13 +185,15 @@ def _error_text(value: object) -> str | None:
     if value is None or value == "" or value == {}:
         return None
     if isinstance(value, str):
-        return value
+        return clean_text(value, 500)
     if isinstance(value, Mapping):
         for key in ("message", "msg", "detail", "error"):
             inner = value.get(key)
             if isinstance(inner, str) and inner:
                 code = value.get("code")
-                return f"{inner} [{code}]" if isinstance(code, (str, int)) and code != "" else inner
+                if isinstance(code, (str, int)) and code != "":
+                    return clean_text(f"{inner} [{code}]", 500)
+                return clean_text(inner, 500)
         return _short(dict(value), 200)
     return _short(value, 200)
 

@@ -27,6 +27,7 @@ from ._errors import (
     TaskNotFoundError,
 )
 from ._retry import parse_retry_after
+from ._text import clean_text
 
 #: Longest excerpt of an unexpected body kept in an error message.
 EXCERPT_LENGTH = 160
@@ -34,10 +35,6 @@ EXCERPT_LENGTH = 160
 _BALANCE_WORDS = re.compile(r"balance|quota|credit|insufficient|余额|欠费", re.IGNORECASE)
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAGS = re.compile(r"<[^>]+>")
-_SECRETISH = re.compile(
-    r"(?i)(bearer\s+|(?:api[_-]?key|access[_-]?token|token|secret)[\"']?\s*[=:]\s*[\"']?)"
-    r"[^\s\"'&<>,;]+"
-)
 
 
 def _reject_constant(name: str) -> Any:
@@ -56,11 +53,7 @@ def decode_json(body: bytes) -> Any:
 
 def excerpt(body: bytes, limit: int = EXCERPT_LENGTH) -> str:
     """A short, printable, redacted piece of a body for an error message."""
-    text = body[: limit * 4].decode("utf-8", errors="replace")
-    text = _SECRETISH.sub(r"\1<redacted>", text)
-    text = " ".join(text.split())
-    text = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return clean_text(body[: limit * 4].decode("utf-8", errors="replace"), limit)
 
 
 def _html_summary(body: bytes) -> str:
@@ -101,7 +94,7 @@ def _details_from_mapping(data: Mapping[Any, Any]) -> tuple[str | None, str | No
         code = _code_text(error.get("code")) or _code_text(error.get("type")) or code
         return message, code
     if isinstance(error, str) and error:
-        return error, code
+        return clean_text(error, 500), code
     message = _first_text(data, ("message", "msg", "detail", "error_message"))
     if message is not None:
         return message, code
@@ -112,7 +105,7 @@ def _first_text(data: Mapping[Any, Any], keys: tuple[str, ...]) -> str | None:
     for key in keys:
         value = data.get(key)
         if isinstance(value, str) and value.strip():
-            return excerpt(value.encode(), 500)
+            return clean_text(value, 500)
     return None
 
 

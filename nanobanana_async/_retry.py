@@ -287,7 +287,7 @@ class Retrier:
                 try:
                     result = await fetch()
                 except (NetworkError, ServerError, DownloadError) as exc:
-                    if isinstance(exc, DownloadError) and not exc.retryable:
+                    if isinstance(exc, (DownloadError, NetworkError)) and not exc.retryable:
                         raise
                     failures += 1
                     if failures >= policy.download_attempts:
@@ -316,6 +316,8 @@ def _create_never_arrived(error: NetworkError | APIError) -> bool:
 def _poll_may_retry(error: NanoBananaError) -> bool:
     if isinstance(error, MalformedResponseError):
         return error.transient
-    if isinstance(error, (NetworkError, ServerError)):
+    if isinstance(error, NetworkError):
+        return error.retryable
+    if isinstance(error, ServerError):
         return True
     return isinstance(error, APIError) and error.status == 408

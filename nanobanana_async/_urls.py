@@ -33,16 +33,20 @@ def check_base_url(value: str | yarl.URL, *, allow_insecure_http: bool) -> yarl.
     """Validate the API base URL; keep its path prefix, drop a trailing slash."""
     try:
         url = yarl.URL(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"base_url {str(value)!r} is not a URL: {exc}") from None
+    except (TypeError, ValueError):
+        # The text is not echoed: it may hold a password.
+        raise ConfigurationError(
+            "base_url is not a URL; expected an absolute http(s) URL such as "
+            "https://host/kyyReactApiServer"
+        ) from None
+    if url.user is not None or url.password is not None:
+        raise ConfigurationError(
+            "base_url must not carry a user name or password; pass the key as api_key"
+        )
     if url.scheme not in ("http", "https") or not url.host:
         raise ConfigurationError(
             f"base_url {url.human_repr()!r} must be an absolute http(s) URL "
             "such as https://host/kyyReactApiServer"
-        )
-    if url.user is not None or url.password is not None:
-        raise ConfigurationError(
-            "base_url must not carry a user name or password; pass the key as api_key"
         )
     if url.query_string or url.fragment:
         raise ConfigurationError("base_url must not have a query string or fragment")

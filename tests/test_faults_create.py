@@ -29,7 +29,6 @@ from nanobanana_async import (
     Backoff,
     FixedPolling,
     ImageRequest,
-    ImageResult,
     InsufficientBalanceError,
     InvalidRequestError,
     JournalState,
@@ -54,7 +53,6 @@ from nanobanana_async.testing import (
     ResetConnection,
     Respond,
     Simulator,
-    Slow,
 )
 
 from .conftest import FAST_RETRY, SENTINEL_KEY
@@ -174,27 +172,22 @@ async def test_a_create_stuck_behind_a_saturated_pool_is_retried_and_billed_once
     """Case 3: waiting for a pool slot times out before sending, so the retry is safe: 1 job."""
     sim.latency = LatencyProfile.instant()
     async with _client(sim) as helper:
-        done = await helper.generate("a finished fox")
-        png = await done.read()
-    downloads_before = sim.counters.downloads
-    # The client under test has no idle API connection: its only slot goes to the download.
+        existing = await helper.submit("a finished fox")
+    # The client under test has one API connection, held by a slow status query.
+    # (Downloads have a pool of their own, so they can no longer starve creates.)
     async with _client(sim, connection_limit=1, timeouts=Timeouts(pool=0.2)) as client:
-        sim.faults.push("download", Slow(bytes_per_second=len(png) / 0.35))
+        sim.faults.push("poll", Delay(0.35, create_first=False))
         with anyio.fail_after(5):
             async with anyio.create_task_group() as group:
-                group.start_soon(ImageResult(done.task, fetcher=client).read)
-                await _wait_until(lambda: sim.counters.downloads > downloads_before)
+                group.start_soon(client.get_task, existing.id)
+                await _wait_until(lambda: sim.counters.polls > 0)
                 task = await client.submit("a queued fox")
     retries = _create_retries(debug_logs)
     assert retries, "the first attempt should have timed out waiting for the pool"
     assert all(kind == "NetworkError" for _, kind, _ in retries)
-    # Server side: the one create of the client under test arrived only after the
-    # download had freed the connection, and created exactly one task.
+    # Server side: exactly one create request from the client under test, one task.
     create_requests = [r for r in sim.requests if r.endpoint == "create"]
     assert len(create_requests) == 2  # the helper's and ours
-    downloaded_at = sim.tasks[done.task.id].downloaded_at
-    assert downloaded_at is not None
-    assert create_requests[-1].at >= downloaded_at
     assert sim.counters.creates == 2
     assert task.id in sim.tasks
 
@@ -812,16 +805,14 @@ async def test_a_create_cancelled_while_waiting_for_the_pool_sends_nothing(
     caplog.set_level(logging.WARNING, logger="nanobanana_async")
     sim.latency = LatencyProfile.instant()
     async with _client(sim) as helper:
-        done = await helper.generate("a finished fox")
-        png = await done.read()
+        existing = await helper.submit("a finished fox")
     creates_before = sim.counters.create_requests
-    downloads_before = sim.counters.downloads
     async with _client(sim, connection_limit=1, timeouts=Timeouts(pool=5.0)) as client:
-        sim.faults.push("download", Slow(bytes_per_second=len(png) / 1.0))
+        sim.faults.push("poll", Delay(1.0, create_first=False))  # holds the only connection
         with anyio.fail_after(5):
             async with anyio.create_task_group() as group:
-                group.start_soon(ImageResult(done.task, fetcher=client).read)
-                await _wait_until(lambda: sim.counters.downloads > downloads_before)
+                group.start_soon(client.get_task, existing.id)
+                await _wait_until(lambda: sim.counters.polls > 0)
                 started = time.monotonic()
                 with anyio.move_on_after(0.2) as scope:
                     await client.submit("a fox that never leaves")

@@ -6,10 +6,13 @@ so they do not depend on the SDK.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import shutil
 import signal
+import ssl
 import struct
 import subprocess
 import sys
@@ -25,7 +28,10 @@ import yarl
 
 from nanobanana_async.testing import (
     Delay,
+    FaultRates,
     LatencyProfile,
+    RawFaultServer,
+    RawReply,
     Redirect,
     ResetConnection,
     Respond,
@@ -33,6 +39,7 @@ from nanobanana_async.testing import (
     Simulator,
     Slow,
     Truncate,
+    http_response,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -723,3 +730,344 @@ async def test_pytest_fixture_yields_a_started_simulator(tmp_path: Path) -> None
         completed = await anyio.run_process(command, cwd=tmp_path, env=env, check=False)
     assert completed.returncode == 0, completed.stdout.decode() + completed.stderr.decode()
     assert b"1 passed" in completed.stdout
+
+
+# Seeded random faults (FaultQueues.set_rates) and the counters that go with them.
+
+
+async def _poll_outcome(session: aiohttp.ClientSession, sim: Simulator, task_id: str) -> str:
+    """What one poll got: "ok", "reset" or the error status."""
+    try:
+        async with session.get(f"{sim.base_url}/v1/result/{task_id}", headers=auth(sim)) as r:
+            await r.read()
+            return "ok" if r.status == 200 else str(r.status)
+    except aiohttp.ClientConnectionError:
+        return "reset"
+
+
+async def _poll_sequence(seed: int, count: int) -> tuple[list[str], dict[str, int], int, int]:
+    async with Simulator(latency=LatencyProfile.instant()) as sim, aiohttp.ClientSession() as s:
+        task_id = (await create(s, sim))["id"]
+        sim.faults.set_rates(seed=seed, reset=0.2, server_error=0.2, rate_limit=0.2)
+        seen = [await _poll_outcome(s, sim, task_id) for _ in range(count)]
+        return seen, sim.faults.injected.as_dict(), sim.tasks[task_id].polls, sim.counters.polls
+
+
+async def test_random_faults_are_reproducible_per_seed_and_counted() -> None:
+    """Same seed, same fault sequence; another seed differs; injected counts match what was seen."""
+    first, injected, task_polls, polls = await _poll_sequence(seed=11, count=60)
+    assert (first, injected) == (await _poll_sequence(seed=11, count=60))[:2]
+    assert first != (await _poll_sequence(seed=12, count=60))[0]
+    assert first.count("503") == injected["poll_server_errors"] > 0
+    assert first.count("429") == injected["poll_rate_limits"] > 0
+    # aiohttp resends a GET once after a reset (3.10, #7297), so a reset is seen only when
+    # the resend is reset too; the server saw every attempt.
+    assert 0 < first.count("reset") < injected["poll_resets"]
+    assert first.count("ok") == polls - sum(injected.values()) > 0
+    assert polls == 60 + injected["poll_resets"] - first.count("reset")
+    # Every poll that reached the server is a poll of the task, replaced by a fault or not.
+    assert task_polls == polls
+
+
+async def test_random_429_carries_the_configured_retry_after(
+    sim: Simulator, session: aiohttp.ClientSession
+) -> None:
+    """A drawn 429 on create says Retry-After as configured and creates nothing."""
+    sim.faults.set_rates(seed=1, rate_limit=1.0, retry_after=0.25)
+    url = f"{sim.base_url}/v1/banana/images"
+    async with session.post(
+        url, json={"model": "nano-banana", "prompt": "x"}, headers=auth(sim)
+    ) as r:
+        assert r.status == 429
+        assert r.headers["Retry-After"] == "0.25"
+        assert (await r.json())["error"]["type"] == "rate_limit_error"
+    assert sim.counters.creates == 0
+    assert sim.faults.injected.create_rate_limits == 1
+
+
+async def test_random_create_resets_bill_a_share_and_count_unacknowledged_creates(
+    sim: Simulator, session: aiohttp.ClientSession
+) -> None:
+    """Create resets with create_first=0.5: billed ones are tasks whose id nobody received."""
+    sim.faults.set_rates(seed=3, reset=1.0, create_first=0.5)
+    url = f"{sim.base_url}/v1/banana/images"
+    for _ in range(40):
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with session.post(
+                url, json={"model": "nano-banana", "prompt": "x"}, headers=auth(sim)
+            ) as r:
+                await r.read()
+    injected = sim.faults.injected
+    assert injected.create_resets == 40
+    assert 5 < injected.create_resets_billed < 35
+    assert sim.counters.creates == injected.create_resets_billed
+    assert sim.counters.unacknowledged_creates == injected.create_resets_billed
+    assert sim.counters.in_flight == 0
+    assert injected.total == 40
+
+
+async def test_random_truncations_cut_downloads_with_and_without_content_length(
+    sim: Simulator, session: aiohttp.ClientSession
+) -> None:
+    """truncate=1.0: every download is cut after 12-40 bytes; none counts as completed."""
+    url = (await poll(session, sim, (await create(session, sim))["id"]))["image_url"]
+    sim.faults.set_rates(seed=5, truncate=1.0)
+    kinds = set()
+    for _ in range(20):
+        try:
+            async with session.get(url) as r:
+                data = await r.read()
+        except aiohttp.ClientPayloadError:
+            kinds.add("short of Content-Length")
+        else:
+            assert 12 <= len(data) <= 40
+            assert not data.endswith(IEND)
+            kinds.add("close-delimited")
+    assert kinds == {"short of Content-Length", "close-delimited"}
+    assert sim.faults.injected.download_truncations == 20
+    assert sim.counters.downloads_completed == 0
+
+
+async def test_scheduled_faults_come_before_random_ones_and_rates_can_be_cleared(
+    sim: Simulator, session: aiohttp.ClientSession
+) -> None:
+    """A pushed fault wins over the rates; clear_rates stops injection but keeps the counts."""
+    task_id = (await create(session, sim))["id"]
+    rates = sim.faults.set_rates(seed=1, server_error=1.0)
+    assert sim.faults.rates == rates
+    assert isinstance(rates, FaultRates)
+    sim.faults.push("poll", Respond(418))
+    assert await _poll_outcome(session, sim, task_id) == "418"
+    assert await _poll_outcome(session, sim, task_id) == "503"
+    sim.faults.clear_rates()
+    assert _rates_of(sim) is None
+    assert await _poll_outcome(session, sim, task_id) == "ok"
+    assert sim.faults.injected.poll_server_errors == 1
+    async with session.get(f"{sim.base_url}/_sim/faults") as r:
+        assert (await r.json())["poll_server_errors"] == 1
+
+
+def _rates_of(sim: Simulator) -> FaultRates | None:
+    return sim.faults.rates
+
+
+@pytest.mark.parametrize(
+    "rates",
+    [
+        {"reset": -0.1},
+        {"truncate": 1.5},
+        {"reset": 0.6, "server_error": 0.5},
+        {"retry_after": float("nan")},
+    ],
+)
+def test_fault_rates_are_validated(rates: dict[str, Any]) -> None:
+    """Probabilities must lie in [0, 1] and add up to at most 1 per endpoint."""
+    with pytest.raises(ValueError, match=r"must|add up"):
+        FaultRates(seed=0, **rates)
+
+
+async def test_polls_replaced_by_a_fault_still_count_for_the_task(
+    sim: Simulator, session: aiohttp.ClientSession
+) -> None:
+    """A poll answered by a fault (503, reset, delay) reached the server: polls and poll_times."""
+    task_id = (await create(session, sim))["id"]
+    sim.faults.push("poll", Respond(503))
+    sim.faults.push("poll", ResetConnection())
+    outcomes = [await _poll_outcome(session, sim, task_id) for _ in range(3)]
+    assert outcomes == ["503", "ok", "ok"]  # aiohttp resent the reset GET once, by itself
+    task = sim.tasks[task_id]
+    assert task.polls == 4
+    assert len(task.poll_times) == 4
+    assert sim.counters.polls == 4
+
+
+async def test_unacknowledged_creates_count_answers_lost_after_billing(
+    sim: Simulator, session: aiohttp.ClientSession
+) -> None:
+    """502 after create, a reset after create, a cut create answer: 3 billed, 3 unacknowledged."""
+    url = f"{sim.base_url}/v1/banana/images"
+    body = {"model": "nano-banana", "prompt": "x"}
+    sim.faults.push("create", Respond(502, create_first=True))
+    sim.faults.push("create", ResetConnection(create_first=True))
+    sim.faults.push("create", Truncate(5))
+    sim.faults.push("create", Respond(503))  # before creating: nothing billed
+    for _ in range(4):
+        with contextlib.suppress(aiohttp.ClientError):
+            async with session.post(url, json=body, headers=auth(sim)) as r:
+                await r.read()
+    await create(session, sim)
+    assert sim.counters.creates == 4
+    assert sim.counters.unacknowledged_creates == 3
+    assert sim.counters.in_flight == 1
+
+
+async def test_standalone_module_injects_random_faults(tmp_path: Path) -> None:
+    """`--fault-rates server_error=1` makes every create a 503; /_sim/faults counts them."""
+    ready = tmp_path / "ready.json"
+    command = [sys.executable, "-m", "nanobanana_async.testing", "--latency", "instant"]
+    command += ["--fault-rates", "server_error=1", "--fault-seed", "4", "--ready-file", str(ready)]
+    async with await anyio.open_process(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_child_env()
+    ) as process:
+        try:
+            with anyio.fail_after(15):
+                while not ready.exists():
+                    assert process.returncode is None, "the simulator exited early"
+                    await anyio.sleep(0.02)
+            info = json.loads(ready.read_text())
+            async with aiohttp.ClientSession() as client_session:
+                headers = {"Authorization": f"Bearer {info['api_key']}"}
+                body = {"model": "nano-banana", "prompt": "x"}
+                for _ in range(2):
+                    async with client_session.post(
+                        f"{info['base_url']}/v1/banana/images", json=body, headers=headers
+                    ) as r:
+                        assert r.status == 503
+                async with client_session.get(f"{info['base_url']}/_sim/faults") as r:
+                    assert (await r.json())["create_server_errors"] == 2
+        finally:
+            process.terminate()
+            with anyio.fail_after(10):
+                await process.wait()
+
+
+def test_standalone_module_rejects_unknown_fault_kinds() -> None:
+    """A misspelt fault kind is a usage error naming the allowed kinds."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "nanobanana_async.testing", "--fault-rates", "resets=0.1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=_child_env(),
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "server_error" in completed.stderr
+
+
+# RawFaultServer: protocol faults below HTTP.
+
+
+async def _raw_get(url: str, **kwargs: Any) -> bytes:
+    async with aiohttp.ClientSession() as client_session, client_session.get(url, **kwargs) as r:
+        return await r.read()
+
+
+async def test_raw_server_bad_status_line_is_a_client_response_error() -> None:
+    """A status line that is not HTTP fails aiohttp's parser; the request was read and logged."""
+    async with RawFaultServer(RawReply.bad_status_line()) as server:
+        with anyio.fail_after(5), pytest.raises(aiohttp.ClientResponseError, match="status"):
+            await _raw_get(server.url + "/v1/result/abc", headers={"Authorization": "Bearer k"})
+    assert server.connections == 1
+    assert server.open_connections == 0
+    [request] = server.requests
+    assert (request.method, request.target) == ("GET", "/v1/result/abc")
+    assert request.authorization
+    assert "Bearer" not in repr(server.requests)  # names only, never values
+    assert server.bytes_received > 0
+    assert server.errors == []
+
+
+async def test_raw_server_broken_chunking_fails_the_read() -> None:
+    """A chunk size that is not hex fails aiohttp's parser."""
+    async with RawFaultServer(RawReply.broken_chunked()) as server:
+        with anyio.fail_after(5), pytest.raises(aiohttp.ClientError, match="chunk size"):
+            await _raw_get(server.url + "/x")
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize("sent", [0, 10, 40])
+async def test_raw_server_resets_after_n_bytes_of_the_answer(sent: int) -> None:
+    """reset_after(n): n bytes of a 200, then an RST; a POST sees a connection error."""
+    async with (
+        RawFaultServer(RawReply.reset_after(sent)) as server,
+        aiohttp.ClientSession() as client_session,
+    ):
+        with anyio.fail_after(5), pytest.raises(aiohttp.ClientConnectionError):
+            async with client_session.post(server.url + "/x", json={"a": 1}) as r:
+                await r.read()
+    assert server.connections == 1
+    assert len(server.requests) == 1
+    assert server.requests[0].method == "POST"
+
+
+async def test_aiohttp_resends_a_reset_get_once_by_itself() -> None:
+    """An idempotent GET reset before any answer is resent once by aiohttp: two connections."""
+    async with RawFaultServer(RawReply.reset_after(0)) as server:
+        with anyio.fail_after(5), pytest.raises(aiohttp.ClientConnectionError):
+            await _raw_get(server.url + "/x")
+    assert server.connections == 2
+
+
+async def test_raw_server_replies_follow_the_script_then_repeat_the_last() -> None:
+    """Connection n gets reply n; after the script the last reply repeats; a POST body is read."""
+    ok = RawReply.answer(200, b'{"fine":true}')
+    async with (
+        RawFaultServer(RawReply.reset_after(0), ok) as server,
+        aiohttp.ClientSession() as client_session,
+    ):
+        with pytest.raises(aiohttp.ClientError):
+            async with client_session.post(server.url + "/a", data=b"x" * 5000) as r:
+                await r.read()
+        for _ in range(2):
+            async with client_session.post(server.url + "/b", data=b"y" * 5000) as r:
+                assert r.status == 200
+                assert await r.json() == {"fine": True}
+    assert server.connections == 3
+    assert [r.connection for r in server.requests] == [1, 2, 3]
+    assert server.bytes_received >= 3 * 5000
+    assert http_response(204).startswith(b"HTTP/1.1 204 No Content\r\n")
+
+
+async def test_raw_server_hang_keeps_the_client_waiting_until_its_timeout() -> None:
+    """hang(): the request is read, nothing comes back; closing the server ends the connection."""
+    async with RawFaultServer(RawReply.hang()) as server:
+        with anyio.fail_after(5), pytest.raises(TimeoutError):
+            await _raw_get(server.url + "/x", timeout=aiohttp.ClientTimeout(sock_read=0.2))
+    assert server.open_connections == 0
+    assert len(server.requests) == 1
+
+
+async def test_raw_server_counts_failed_tls_handshakes(tmp_path: Path) -> None:
+    """With an ssl_context, a client that refuses the certificate is one failed handshake."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make a self-signed certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    command = [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    command += ["-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2"]
+    command += ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    await anyio.run_process(command)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    async with RawFaultServer(RawReply.answer(200, b"{}"), ssl_context=context) as server:
+        assert server.url.startswith("https://127.0.0.1:")
+        with anyio.fail_after(5), pytest.raises(aiohttp.ClientConnectorCertificateError):
+            await _raw_get(server.url + "/x")
+        trusting = ssl.create_default_context(cafile=str(cert))
+        with anyio.fail_after(5):
+            assert await _raw_get(server.url + "/y", ssl=trusting) == b"{}"
+    assert server.connections == 2
+    assert server.tls_failures == 1
+    assert [r.target for r in server.requests] == ["/y"]
+
+
+async def test_a_fault_kind_can_be_kept_to_some_endpoints(
+    sim: Simulator, session: aiohttp.ClientSession
+) -> None:
+    """on={"rate_limit": ["create"]}: creates get 429s, polls never do."""
+    sim.faults.set_rates(seed=1, rate_limit=1.0, on={"rate_limit": ["create"]})
+    url = f"{sim.base_url}/v1/banana/images"
+    async with session.post(
+        url, json={"model": "nano-banana", "prompt": "x"}, headers=auth(sim)
+    ) as r:
+        assert r.status == 429
+    sim.faults.clear_rates()
+    task_id = (await create(session, sim))["id"]
+    sim.faults.set_rates(seed=1, rate_limit=1.0, on={"rate_limit": ["create"]})
+    assert [await _poll_outcome(session, sim, task_id) for _ in range(5)] == ["ok"] * 5
+    assert sim.faults.injected.as_dict()["create_rate_limits"] == 1
+    with pytest.raises(ValueError, match="only on create, poll"):
+        FaultRates(seed=0, rate_limit=0.1, on={"rate_limit": ["download"]})
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        FaultRates(seed=0, on={"timeouts": ["poll"]})
