@@ -9,12 +9,9 @@ encodings), and arbitrary Retry-After headers. The only exceptions allowed
 out are the SDK's own typed ones. ``NANOBANANA_FUZZ_EXAMPLES=5000`` searches
 harder than the quick default.
 
-TODO(journal): the stateful machine of case 40 (submit, crash, resume, with
-"creates <= inputs" and "no journal row lost" as invariants; Hypothesis
-``RuleBasedStateMachine``, docs/stateful.rst) is still to be written against
-``nanobanana_async._journal.SQLiteJournal`` / ``generate_many(journal=...)``.
-It was left out of this file on purpose: the journal was planned for a later
-issue when this file was written.
+The stateful half of case 40 (submit, crash, resume, with "creates <=
+inputs" and "no journal row lost" as invariants) is in
+``test_journal_stateful.py``.
 """
 
 from __future__ import annotations
