@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import abc
 import random
-from collections import deque
 from typing import Final, TypeAlias
 
 import attrs
@@ -78,6 +77,42 @@ class FixedPolling(PollingPolicy):
         return self.interval
 
 
+class _Reservoir:
+    """A uniform sample of everything observed, so a wave's slowest jobs do not crowd it out.
+
+    Jobs complete in order of duration, so "the last N completions" would hold
+    only the slowest jobs of a batch. A reservoir keeps a fair sample of all
+    of them; past ``drift`` observations, new ones still enter at a steady
+    rate, so the sample follows a service whose job times change.
+    """
+
+    __slots__ = ("_quantiles", "drift", "samples", "seen", "size")
+
+    def __init__(self, size: int, drift: int) -> None:
+        self.size = size
+        self.drift = drift
+        self.samples: list[float] = []
+        self.seen = 0
+        self._quantiles: dict[float, float] = {}
+
+    def add(self, value: float, rng: random.Random) -> None:
+        self.seen += 1
+        self._quantiles.clear()
+        if len(self.samples) < self.size:
+            self.samples.append(value)
+            return
+        slot = rng.randrange(min(self.seen, self.drift))
+        if slot < self.size:
+            self.samples[slot] = value
+
+    def quantile(self, q: float) -> float:
+        cached = self._quantiles.get(q)
+        if cached is None:
+            ordered = sorted(self.samples)
+            cached = self._quantiles[q] = ordered[int(q * (len(ordered) - 1))]
+        return cached
+
+
 class AdaptivePolling(PollingPolicy):
     """Learn each kind of job's duration and poll only when an answer may have changed.
 
@@ -86,7 +121,10 @@ class AdaptivePolling(PollingPolicy):
     enough have finished on this client, the first poll waits for the
     ``quantile`` (default the 10th percentile) of their durations, estimated
     from the last poll that still saw them unfinished so the guess errs
-    early. After the first poll, polls come every ``interval``. Each job's
+    early. Durations are kept as a uniform sample of every finished job of
+    that kind (``history`` of them), not just the latest, since the latest
+    to finish in a batch are its slowest. After the first poll, polls come
+    every ``interval``. Each job's
     first poll is shifted by up to ``jitter`` (a fraction) later, so thousands
     of jobs created together do not poll in lockstep. No delay is ever
     shorter than ``interval``.
@@ -115,21 +153,20 @@ class AdaptivePolling(PollingPolicy):
         self.history = history
         self.jitter = jitter
         self._rng = random.Random(seed)
-        self._durations: dict[JobKind, deque[float]] = {}
+        self._durations: dict[JobKind, _Reservoir] = {}
 
     def __repr__(self) -> str:
         return (
             f"AdaptivePolling(interval={self.interval}, quantile={self.quantile}, "
-            f"learned={sum(len(d) for d in self._durations.values())} jobs)"
+            f"learned={sum(d.seen for d in self._durations.values())} jobs)"
         )
 
     def expected_minimum(self, kind: JobKind) -> float | None:
         """The learned low quantile of this kind's durations, or None while still cold."""
         samples = self._durations.get(kind)
-        if samples is None or len(samples) < self.min_samples:
+        if samples is None or samples.seen < self.min_samples:
             return None
-        ordered = sorted(samples)
-        return ordered[int(self.quantile * (len(ordered) - 1))]
+        return samples.quantile(self.quantile)
 
     def first_delay(self, kind: JobKind) -> float:
         """``interval`` while cold; the learned low quantile once warm; plus per-job jitter."""
@@ -153,5 +190,5 @@ class AdaptivePolling(PollingPolicy):
         estimate = last_pending if last_pending is not None else max(0.0, finished - self.interval)
         samples = self._durations.get(kind)
         if samples is None:
-            samples = self._durations[kind] = deque(maxlen=self.history)
-        samples.append(estimate)
+            samples = self._durations[kind] = _Reservoir(self.history, drift=16 * self.history)
+        samples.add(estimate, self._rng)

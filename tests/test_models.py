@@ -219,3 +219,20 @@ def test_file_stems_map_back_to_the_input_index_and_prompt() -> None:
     assert slugify("Ünïcödé café ☕") == "unicode-cafe"
     assert slugify("!!!") == "image"
     assert len(slugify("word " * 40)) <= 40
+
+
+def test_adaptive_polling_learns_from_all_jobs_not_only_the_slowest_last_ones() -> None:
+    """A wave finishes fastest-first: the learned first poll tracks its low quantile anyway."""
+    from nanobanana_async import AdaptivePolling
+
+    policy = AdaptivePolling(seed=1)
+    kind = ("nano-banana-pro", "2k")
+    assert policy.first_delay(kind) < 2.0 * 1.11  # cold: the service's pace
+    durations = sorted(8.0 + 22.0 * i / 999 for i in range(1000))
+    for duration in durations:  # completions arrive in order of duration
+        policy.observe(kind, last_pending=duration - 1.0, finished=duration + 1.0)
+    learned = policy.expected_minimum(kind)
+    assert learned is not None
+    assert 8.0 <= learned <= 12.5  # near the 10th percentile (~9.2 s), not ~28 s
+    assert policy.first_delay(kind) >= 2.0
+    assert policy.next_delay(kind, 3) == 2.0
