@@ -131,6 +131,7 @@ class NanoBanana:
             max_downloads=_positive_int("max_concurrent_downloads", max_concurrent_downloads),
         )
         self._task_group: TaskGroup | None = None
+        self._max_downloads = max_concurrent_downloads
 
     def __repr__(self) -> str:
         state = "closed" if self._http.closed else "open"
@@ -264,11 +265,13 @@ class NanoBanana:
         ones are re-polled, and inputs whose create may have been billed unseen
         come back as ``SubmissionUncertainError`` unless ``resubmit_uncertain``.
         """
+        in_memory = save_to is None and download
         options = BatchOptions(
             save_to=Path(save_to) if save_to is not None else None,
             download=download,
             timeout=timeout,
             overwrite=overwrite,
+            image_slots=anyio.Semaphore(self._max_downloads) if in_memory else None,
         )
         batch_journal = None
         if journal is not None:

@@ -187,6 +187,7 @@ class HTTPClient:
         self._allow_insecure_http = allow_insecure_http
         self._download_limit = download_limit
         self._api_session: aiohttp.ClientSession | None = None
+        self._traced_session: aiohttp.ClientSession | None = None
         self._download_session: aiohttp.ClientSession | None = None
         self._closed = False
         self._create_url = base_url.joinpath("v1", "banana", "images")
@@ -201,24 +202,52 @@ class HTTPClient:
         """The API session, or the download session (separate pools, separate limits)."""
         if self._closed:
             raise ClientClosedError("the client is closed; create a new NanoBanana to continue")
-        session = self._download_session if downloads else self._api_session
-        if session is None:
-            session = self._new_session(downloads=downloads)
-            if downloads:
-                self._download_session = session
-            else:
-                self._api_session = session
-        return session
+        if downloads:
+            if self._download_session is None:
+                self._download_session = self._new_session(
+                    self._new_connector(downloads=True), total=None
+                )
+            return self._download_session
+        if self._api_session is None:
+            self._api_session = self._new_session(
+                self._new_connector(downloads=False), total=self._timeouts.total
+            )
+        return self._api_session
 
-    def _new_session(self, *, downloads: bool) -> aiohttp.ClientSession:
-        trace = aiohttp.TraceConfig()
-        trace.on_request_headers_sent.append(_on_headers_sent)
+    def _create_session(self) -> aiohttp.ClientSession:
+        """The API pool seen through a session that reports when request headers have left.
+
+        Only creates need to know (it decides whether a failed create may have been
+        billed); tracing every poll would cost CPU for nothing, so creates use this
+        second session over the same connector.
+        """
+        api = self._session()
+        if self._traced_session is None:
+            trace = aiohttp.TraceConfig()
+            trace.on_request_headers_sent.append(_on_headers_sent)
+            self._traced_session = self._new_session(
+                api.connector, total=self._timeouts.total, owner=False, trace=trace
+            )
+        return self._traced_session
+
+    def _new_connector(self, *, downloads: bool) -> aiohttp.TCPConnector:
         limit = self._download_limit if downloads else self._pool_limit
+        return aiohttp.TCPConnector(limit=limit, resolver=self._resolver)
+
+    def _new_session(
+        self,
+        connector: aiohttp.BaseConnector | None,
+        *,
+        total: float | None,
+        owner: bool = True,
+        trace: aiohttp.TraceConfig | None = None,
+    ) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=limit, resolver=self._resolver),
+            connector=connector,
+            connector_owner=owner,
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(
-                total=None if downloads else self._timeouts.total,
+                total=total,
                 connect=self._timeouts.pool,
                 sock_connect=self._timeouts.connect,
                 sock_read=self._timeouts.read,
@@ -227,7 +256,7 @@ class HTTPClient:
             # Never True: aiohttp would also read ~/.netrc and add credentials. Proxies
             # from the environment are applied per request instead (see _proxy_for).
             trust_env=False,
-            trace_configs=[] if downloads else [trace],
+            trace_configs=[trace] if trace is not None else None,
         )
 
     def _proxy_for(self, url: yarl.URL) -> str | None:
@@ -321,7 +350,7 @@ class HTTPClient:
     async def _create_once(
         self, request: ImageRequest, client_key: str, trace: SimpleNamespace
     ) -> Task:
-        session = self._session()
+        session = self._create_session()
         headers = self._auth_headers()
         if self._idempotency_header:
             headers[self._idempotency_header] = client_key
@@ -513,8 +542,9 @@ class HTTPClient:
     async def aclose(self) -> None:
         """Close both sessions and their connections; safe to call more than once."""
         self._closed = True
-        sessions = (self._api_session, self._download_session)
-        self._api_session = self._download_session = None
+        # The traced session borrows the API connector: close it before its owner.
+        sessions = (self._traced_session, self._api_session, self._download_session)
+        self._traced_session = self._api_session = self._download_session = None
         for session in sessions:
             if session is not None:
                 await session.close()

@@ -42,12 +42,18 @@ logger = logging.getLogger("nanobanana_async")
 
 @attrs.frozen
 class BatchOptions:
-    """How each job of a batch ends: saved under ``save_to``, read into memory, or left as a URL."""
+    """How each job of a batch ends: saved under ``save_to``, read into memory, or left as a URL.
+
+    ``image_slots`` bounds how many images a batch holds in memory: a slot is
+    taken before an image is read and given back when its outcome reaches
+    the consumer, so a slow consumer slows downloads instead of filling RAM.
+    """
 
     save_to: Path | None = None
     download: bool = True
     timeout: float | None = None
     overwrite: bool = False
+    image_slots: anyio.Semaphore | None = attrs.field(default=None, eq=False)
 
 
 def _log_abandoned(request: ImageRequest, client_key: str, task: Task | None) -> None:
@@ -220,13 +226,24 @@ class JobRunner:
                     await record.saved(task, saved)
                     return Outcome(request=request, index=index, task=task, path=saved.path)
                 if options.download:
-                    data = await self.read(task)
+                    data = await self._read_into_slot(task, options.image_slots)
                     return Outcome(request=request, index=index, task=task, data=data)
                 return Outcome(request=request, index=index, task=task)
         except NanoBananaError as exc:
             if task is not None:
                 await _note_quietly(record, exc)
             return Outcome(request=request, index=index, task=task, error=exc)
+
+    async def _read_into_slot(self, task: Task, slots: anyio.Semaphore | None) -> bytes:
+        """Read an image holding one of the batch's memory slots (kept on success)."""
+        if slots is None:
+            return await self.read(task)
+        await slots.acquire()
+        try:
+            return await self.read(task)
+        except BaseException:
+            slots.release()
+            raise
 
     async def _create_recorded(self, request: ImageRequest, record: JobRecorder) -> Task:
         client_key = uuid.uuid4().hex

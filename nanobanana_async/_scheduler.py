@@ -146,8 +146,10 @@ class _Batch:
                 self.window.release()
                 return
             index, item = pulled
-            outcome = await self._run_one(index, item)
-            await self.send.send(outcome)
+            # Passed straight on: a local would keep each worker's last outcome (and its
+            # image bytes) alive for the whole of its next job.
+            await self.send.send(await self._run_one(index, item))
+            del pulled, item
 
     async def _run_one(self, index: int, item: object) -> Outcome:
         try:
@@ -250,12 +252,24 @@ class OutcomeStream:
             if self._ordered and self._next_index in self._held:
                 return self._deliver(self._held.pop(self._next_index))
             try:
-                outcome = await self._receive.receive()
+                # Drain what is ready without a trip through the event loop per item,
+                # so a busy loop cannot leave finished outcomes piling up.
+                outcome = self._receive.receive_nowait()
+            except anyio.WouldBlock:
+                outcome = None
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                outcome = None
+            try:
+                if outcome is None:
+                    outcome = await self._receive.receive()
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 self._finished = True
                 if self._batch.failure is not None:
                     raise self._batch.failure from None
                 raise StopAsyncIteration from None
+            slots = self._batch.options.image_slots
+            if slots is not None and outcome.data is not None:
+                slots.release()  # the image is the consumer's now (held for order, at worst)
             if not self._ordered:
                 return self._deliver(outcome)
             self._held[outcome.index] = outcome
