@@ -202,7 +202,7 @@ async def test_a_client_dropped_unclosed_is_reported_as_an_unclosed_client_sessi
         nano = NanoBanana(api_key=sim.api_key, base_url=sim.base_url)
         await nano.submit("a fox")
         assert sim.counters.open_connections == 1
-        session = nano._http._api_session
+        session = nano._http._sessions.api_session
         assert session is not None
         # aiohttp's keep-alive timer holds the connector for up to 15 s after the session is
         # gone; keep it to close it below, so its own warning does not land in a later test.
