@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -60,3 +61,19 @@ def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """Capture the SDK's DEBUG log records."""
     caplog.set_level(logging.DEBUG, logger="nanobanana_async")
     return caplog
+
+
+@pytest.fixture
+async def no_loop_debug() -> AsyncIterator[None]:
+    """Pause asyncio's debug bookkeeping (``-X dev``) for a large run; warnings stay errors.
+
+    ``-X dev`` makes thousands of jobs several times slower; Python-level checks
+    (ResourceWarning, never-awaited coroutines) stay on.
+    """
+    loop = asyncio.get_running_loop()
+    was = loop.get_debug()
+    loop.set_debug(False)
+    try:
+        yield
+    finally:
+        loop.set_debug(was)

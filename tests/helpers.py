@@ -1,9 +1,20 @@
-"""Small helpers shared by the tests: reading PNG headers and walking exception chains."""
+"""Small helpers shared by the tests: PNG headers, exception chains, clients, waiting, tasks."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+
+from nanobanana_async import FixedPolling, NanoBanana
+from nanobanana_async.testing import Simulator
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -38,3 +49,42 @@ def everything_said_by(error: BaseException) -> str:
             except Exception as exc:  # a property that cannot be read is fine
                 parts.append(type(exc).__name__)
     return "\n".join(parts)
+
+
+def fast_client(sim: Simulator, **options: Any) -> NanoBanana:
+    """A client on ``sim`` that polls every 20 ms and retries without waiting (override freely)."""
+    from .conftest import FAST_RETRY
+
+    settings: dict[str, Any] = {"polling": FixedPolling(0.02), "retry": FAST_RETRY}
+    settings.update(options)
+    return NanoBanana(api_key=sim.api_key, base_url=sim.base_url, **settings)
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait (bounded) until ``condition()`` holds; for counters that have no event to wait on."""
+    with anyio.fail_after(timeout):
+        while not condition():  # noqa: ASYNC110 - polling a counter, not an event
+            await anyio.sleep(0.005)
+
+
+_AIOHTTP_DIR = Path(aiohttp.__file__).resolve().parent
+
+
+@functools.cache
+def _in_aiohttp(filename: str) -> bool:
+    return Path(filename).resolve().is_relative_to(_AIOHTTP_DIR)
+
+
+def sdk_tasks() -> set[asyncio.Task[Any]]:
+    """Live tasks of the test and the SDK; aiohttp's own (the simulator's handlers) left out."""
+    tasks = set()
+    for task in asyncio.all_tasks():
+        code = getattr(task.get_coro(), "cr_code", None)
+        if code is None or not _in_aiohttp(code.co_filename):
+            tasks.add(task)
+    return tasks
+
+
+def part_files(folder: Path) -> list[str]:
+    """Temporary ``*.part`` files in ``folder`` (hidden ones included)."""
+    return sorted(name for name in os.listdir(folder) if name.endswith(".part"))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import math
 import os
@@ -20,7 +19,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 import anyio.lowlevel
 import attrs
@@ -41,7 +39,7 @@ from nanobanana_async import (
 from nanobanana_async.testing import LatencyProfile, Respond, Simulator
 
 from .conftest import FAST_RETRY
-from .helpers import png_size
+from .helpers import part_files, png_size, sdk_tasks
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Slack for tasks that are not per-job: the batch runner, the test, its sampler.
@@ -55,49 +53,6 @@ async def open_client(sim: Simulator, **options: Any) -> AsyncIterator[NanoBanan
     settings.update(options)
     async with NanoBanana(api_key=sim.api_key, base_url=sim.base_url, **settings) as nano:
         yield nano
-
-
-@pytest.fixture
-async def no_loop_debug() -> AsyncIterator[None]:
-    """Turn asyncio debug mode off for a large run: ``-X dev`` makes thousands of jobs 5x slower.
-
-    Python-level checks (ResourceWarning, never-awaited coroutines as errors)
-    stay on; only the event loop's per-callback bookkeeping is paused.
-    """
-    loop = asyncio.get_running_loop()
-    was = loop.get_debug()
-    loop.set_debug(False)
-    try:
-        yield
-    finally:
-        loop.set_debug(was)
-
-
-AIOHTTP_DIR = Path(aiohttp.__file__).resolve().parent
-
-
-@functools.cache
-def _in_aiohttp(filename: str) -> bool:
-    return Path(filename).resolve().is_relative_to(AIOHTTP_DIR)
-
-
-def _is_aiohttp_task(task: asyncio.Task[Any]) -> bool:
-    code = getattr(task.get_coro(), "cr_code", None)
-    return code is not None and _in_aiohttp(code.co_filename)
-
-
-def sdk_tasks() -> set[asyncio.Task[Any]]:
-    """Live tasks of the test and the SDK.
-
-    Excluded: aiohttp's own tasks, i.e. the in-process simulator's connection
-    handlers and aiohttp's short-lived per-request body writers.
-    """
-    return {task for task in asyncio.all_tasks() if not _is_aiohttp_task(task)}
-
-
-def part_files(folder: Path) -> list[str]:
-    """Temporary ``*.part`` files in ``folder`` (hidden ones included)."""
-    return sorted(name for name in os.listdir(folder) if name.endswith(".part"))
 
 
 async def wait_for_no_connections(sim: Simulator) -> None:

@@ -7,13 +7,11 @@ create requests arrived, how many tasks were created and billed, and when.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -56,14 +54,9 @@ from nanobanana_async.testing import (
 )
 
 from .conftest import FAST_RETRY, SENTINEL_KEY
+from .helpers import fast_client, wait_until
 
 _ATTEMPT_FAILED = re.compile(r"create attempt (\d+) failed \((\w+)\); retrying in ([\d.]+) s")
-
-
-def _client(sim: Simulator, **options: Any) -> NanoBanana:
-    settings: dict[str, Any] = {"polling": FixedPolling(0.02), "retry": FAST_RETRY}
-    settings.update(options)
-    return NanoBanana(api_key=sim.api_key, base_url=sim.base_url, **settings)
 
 
 def _create_retries(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str, float]]:
@@ -86,12 +79,6 @@ def _closed_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
-
-
-async def _wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    with anyio.fail_after(timeout):
-        while not condition():  # noqa: ASYNC110 - polling a counter, not an event
-            await anyio.sleep(0.005)
 
 
 # Case 1
@@ -171,16 +158,16 @@ async def test_a_create_stuck_behind_a_saturated_pool_is_retried_and_billed_once
 ) -> None:
     """Case 3: waiting for a pool slot times out before sending, so the retry is safe: 1 job."""
     sim.latency = LatencyProfile.instant()
-    async with _client(sim) as helper:
+    async with fast_client(sim) as helper:
         existing = await helper.submit("a finished fox")
     # The client under test has one API connection, held by a slow status query.
     # (Downloads have a pool of their own, so they can no longer starve creates.)
-    async with _client(sim, connection_limit=1, timeouts=Timeouts(pool=0.2)) as client:
+    async with fast_client(sim, connection_limit=1, timeouts=Timeouts(pool=0.2)) as client:
         sim.faults.push("poll", Delay(0.35, create_first=False))
         with anyio.fail_after(5):
             async with anyio.create_task_group() as group:
                 group.start_soon(client.get_task, existing.id)
-                await _wait_until(lambda: sim.counters.polls > 0)
+                await wait_until(lambda: sim.counters.polls > 0)
                 task = await client.submit("a queued fox")
     retries = _create_retries(debug_logs)
     assert retries, "the first attempt should have timed out waiting for the pool"
@@ -259,7 +246,7 @@ async def _submit_uncertain(
     sim: Simulator, fault: Fault, **options: Any
 ) -> tuple[SubmissionUncertainError, float, float]:
     sim.faults.push("create", fault)
-    async with _client(sim, **options) as client:
+    async with fast_client(sim, **options) as client:
         before = time.time()
         with anyio.fail_after(5), pytest.raises(SubmissionUncertainError) as caught:
             await client.submit(ImageRequest(prompt="a billed fox", size="16:9"))
@@ -323,7 +310,7 @@ async def test_server_errors_on_create_are_uncertain_with_their_key_and_time(
 async def test_each_uncertain_submission_gets_its_own_client_key(sim: Simulator) -> None:
     """Cases 4-6: the client key identifies one logical submission, not the client."""
     keys = set()
-    async with _client(sim) as client:
+    async with fast_client(sim) as client:
         for _ in range(3):
             sim.faults.push("create", ResetConnection(create_first=True))
             with pytest.raises(SubmissionUncertainError) as caught:
@@ -351,7 +338,7 @@ async def test_an_uncertain_create_is_journaled_and_not_resent_on_rerun_without_
     # resent_without_the_flag; a malformed 200 (case 10) is treated the same way.
     journal = tmp_path / "journal.sqlite"
     sim.faults.push("create", fault)
-    async with _client(sim, timeouts=timeouts) as client:
+    async with fast_client(sim, timeouts=timeouts) as client:
 
         async def run(**flags: bool) -> Outcome:
             batch = client.generate_many(
@@ -408,7 +395,7 @@ async def test_a_valid_retry_after_on_create_is_honoured_then_one_job_is_created
     """Case 7: Retry-After (seconds or -ms) is waited out, plus <= 10% jitter; 1 job."""
     sim.faults.push("create", _rate_limited(headers))
     policy = RetryPolicy(create_backoff=_MARKED_BACKOFF)
-    async with _client(sim, retry=policy) as client:
+    async with fast_client(sim, retry=policy) as client:
         with anyio.fail_after(5):
             task = await client.submit("a fox")
         budget_spent = client._runner.retrier.budget.spent
@@ -442,7 +429,7 @@ async def test_a_missing_or_unusable_retry_after_falls_back_to_backoff(
 ) -> None:
     """Case 7: garbage, negative, zero, NaN or past Retry-After: the create backoff is used."""
     sim.faults.push("create", _rate_limited(headers))
-    async with _client(sim, retry=RetryPolicy(create_backoff=_MARKED_BACKOFF)) as client:
+    async with fast_client(sim, retry=RetryPolicy(create_backoff=_MARKED_BACKOFF)) as client:
         with anyio.fail_after(5):
             await client.submit("a fox")
     [(_, kind, delay)] = _create_retries(debug_logs)
@@ -469,7 +456,7 @@ async def test_a_retry_after_over_the_cap_raises_at_once_with_the_delay(
 ) -> None:
     """Case 7: a Retry-After above 60 s is not slept on: RateLimitedError(retry_after), 0 jobs."""
     sim.faults.push("create", _rate_limited(headers))
-    async with _client(sim) as client:
+    async with fast_client(sim) as client:
         started = time.monotonic()
         with anyio.fail_after(5), pytest.raises(RateLimitedError) as caught:
             await client.submit("a fox")
@@ -503,7 +490,7 @@ def test_retry_after_as_an_http_date_is_read_against_the_given_clock() -> None:
 async def test_one_429_pauses_every_create_of_the_client(sim: Simulator) -> None:
     """Case 7: while one create waits out a Retry-After, another submit sends nothing."""
     sim.faults.push("create", _rate_limited({"Retry-After": "0.3"}))
-    async with _client(sim) as client:
+    async with fast_client(sim) as client:
         gate = client._runner.retrier.create_gate
         tasks: list[Task] = []
 
@@ -513,7 +500,7 @@ async def test_one_429_pauses_every_create_of_the_client(sim: Simulator) -> None
         with anyio.fail_after(5):
             async with anyio.create_task_group() as group:
                 group.start_soon(submit, "first fox")
-                await _wait_until(lambda: gate.paused_until > 0)
+                await wait_until(lambda: gate.paused_until > 0)
                 group.start_soon(submit, "second fox")
     limited, *later = _create_times(sim)
     assert len(later) == 2
@@ -530,7 +517,7 @@ async def test_a_submit_after_the_server_dropped_the_idle_connection_makes_one_j
     """Case 8: the server closes idle connections after 0.5 s; a submit 1 s later: one job."""
     async with (
         Simulator(keepalive_timeout=0.5, latency=LatencyProfile.instant()) as sim,
-        _client(sim) as client,
+        fast_client(sim) as client,
     ):
         await client.submit("first fox")
         await anyio.sleep(1.0)
@@ -561,7 +548,7 @@ async def test_a_redirected_create_is_not_followed_anywhere(
     else:
         location = f"{sim.base_url}/v1/banana/images"
     sim.faults.push("create", Redirect(status, location))
-    async with _client(sim) as client:
+    async with fast_client(sim) as client:
         with pytest.raises(APIError) as caught:
             await client.submit("a fox")
     assert caught.value.status == status
@@ -596,7 +583,7 @@ async def test_an_unusable_200_to_a_create_is_malformed_and_may_be_billed(
 ) -> None:
     """Case 10: HTML, no id, a non-string or empty id: MalformedResponseError, may be billed."""
     sim.faults.push("create", Respond(200, body, create_first=True))
-    async with _client(sim) as client:
+    async with fast_client(sim) as client:
         with pytest.raises(MalformedResponseError) as caught:
             await client.submit("a fox")
         await anyio.sleep(0.05)
@@ -615,7 +602,7 @@ async def test_a_malformed_create_answer_excerpt_redacts_secrets(sim: Simulator)
     """Case 10: the excerpt of a body that echoes the key or a token hides them."""
     body = {"echo": f"Authorization: Bearer {SENTINEL_KEY}", "note": "api_key=hunter2 token"}
     sim.faults.push("create", Respond(200, body, create_first=True))
-    async with _client(sim) as client:
+    async with fast_client(sim) as client:
         with pytest.raises(MalformedResponseError) as caught:
             await client.submit("a fox")
     excerpt = caught.value.body_excerpt
@@ -664,18 +651,6 @@ async def test_an_invalid_request_names_the_field_and_the_allowed_values_and_sen
 
 _BATCH = 1000
 _WINDOW = 16
-
-
-@pytest.fixture
-async def no_loop_debug() -> AsyncIterator[None]:
-    """Pause asyncio's debug bookkeeping (-X dev) for a 1,000-job run; warnings stay errors."""
-    loop = asyncio.get_running_loop()
-    was = loop.get_debug()
-    loop.set_debug(False)
-    try:
-        yield
-    finally:
-        loop.set_debug(was)
 
 
 async def _run_batch(sim: Simulator, api_key: str) -> tuple[list[Outcome], int]:
@@ -739,7 +714,7 @@ async def test_a_create_cancelled_after_sending_still_reports_the_created_task_i
     caplog.set_level(logging.WARNING, logger="nanobanana_async")
     sim.faults.push("create", Delay(0.3, create_first=False))
     policy = RetryPolicy(cancel_grace=2.0, create_backoff=FAST_RETRY.create_backoff)
-    async with _client(sim, retry=policy) as client:
+    async with fast_client(sim, retry=policy) as client:
         started = time.monotonic()
         with anyio.fail_after(5), anyio.move_on_after(0.1) as scope:
             await client.submit("a fox cancelled in flight")
@@ -762,7 +737,7 @@ async def test_a_create_cancelled_after_sending_with_no_answer_in_the_grace_may_
     caplog.set_level(logging.WARNING, logger="nanobanana_async")
     sim.faults.push("create", Delay(3.0, create_first=True))
     policy = RetryPolicy(cancel_grace=0.2, create_backoff=FAST_RETRY.create_backoff)
-    async with _client(sim, retry=policy) as client:
+    async with fast_client(sim, retry=policy) as client:
         started = time.monotonic()
         with anyio.fail_after(5), anyio.move_on_after(0.1) as scope:
             await client.submit("a fox cancelled in flight")
@@ -781,13 +756,13 @@ async def test_a_create_cancelled_during_a_rate_limit_pause_sends_nothing_more(
     """Case 13: cancelled while waiting on the paused create gate: no request, no warning."""
     caplog.set_level(logging.WARNING, logger="nanobanana_async")
     sim.faults.push("create", _rate_limited({"Retry-After": "2"}))
-    async with _client(sim) as client:
+    async with fast_client(sim) as client:
         gate = client._runner.retrier.create_gate
         with anyio.fail_after(5):
             # The pause ends before fail_after: a pause past the deadline would raise at once.
             async with anyio.create_task_group() as group:
                 group.start_soon(client.submit, "a patient fox")
-                await _wait_until(lambda: gate.paused_until > 0)
+                await wait_until(lambda: gate.paused_until > 0)
                 await anyio.sleep(0.1)
                 started = time.monotonic()
                 group.cancel_scope.cancel()
@@ -804,15 +779,15 @@ async def test_a_create_cancelled_while_waiting_for_the_pool_sends_nothing(
     """Case 13: cancelled before a connection was free: nothing sent, nothing billed, no warning."""
     caplog.set_level(logging.WARNING, logger="nanobanana_async")
     sim.latency = LatencyProfile.instant()
-    async with _client(sim) as helper:
+    async with fast_client(sim) as helper:
         existing = await helper.submit("a finished fox")
     creates_before = sim.counters.create_requests
-    async with _client(sim, connection_limit=1, timeouts=Timeouts(pool=5.0)) as client:
+    async with fast_client(sim, connection_limit=1, timeouts=Timeouts(pool=5.0)) as client:
         sim.faults.push("poll", Delay(1.0, create_first=False))  # holds the only connection
         with anyio.fail_after(5):
             async with anyio.create_task_group() as group:
                 group.start_soon(client.get_task, existing.id)
-                await _wait_until(lambda: sim.counters.polls > 0)
+                await wait_until(lambda: sim.counters.polls > 0)
                 started = time.monotonic()
                 with anyio.move_on_after(0.2) as scope:
                     await client.submit("a fox that never leaves")

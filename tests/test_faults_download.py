@@ -16,9 +16,8 @@ import socket
 import time
 import tracemalloc
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import attrs
@@ -32,7 +31,6 @@ from nanobanana_async import (
     DestinationExistsError,
     DownloadError,
     DownloadTimeoutError,
-    FixedPolling,
     ImageRequest,
     ImageResult,
     NanoBanana,
@@ -55,15 +53,9 @@ from nanobanana_async.testing import (
 )
 
 from .conftest import FAST_RETRY, SENTINEL_KEY
-from .helpers import png_size
+from .helpers import fast_client, png_size, wait_until
 
 _DOWNLOAD_RETRY = re.compile(r"download attempt (\d+) failed \((\w+)\)")
-
-
-def _client(sim: Simulator, **options: Any) -> NanoBanana:
-    settings: dict[str, Any] = {"polling": FixedPolling(0.01), "retry": FAST_RETRY}
-    settings.update(options)
-    return NanoBanana(api_key=sim.api_key, base_url=sim.base_url, **settings)
 
 
 @pytest.fixture
@@ -79,12 +71,6 @@ def _files(folder: Path) -> list[str]:
 
 def _parts(folder: Path) -> list[str]:
     return [name for name in _files(folder) if name.endswith(".part")]
-
-
-async def _wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    with anyio.fail_after(timeout):
-        while not condition():  # noqa: ASYNC110 - polling a counter, not an event
-            await anyio.sleep(0.005)
 
 
 def _download_retries(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -215,7 +201,7 @@ async def test_a_redirect_to_plain_http_on_a_remote_host_is_refused_before_fetch
     """Case 20: CDN -> http://cdn.example: UnsafeURLError, no DNS lookup, nothing fetched."""
     sim = fast_sim
     resolver = _Resolver()
-    async with _client(sim, resolver=resolver) as client:
+    async with fast_client(sim, resolver=resolver) as client:
         result = await client.generate("a fox")
         sim.faults.push("download", Redirect(302, "http://cdn.example/x.png"))
         with pytest.raises(UnsafeURLError, match="plain http") as caught:
@@ -263,14 +249,14 @@ async def test_plain_http_to_a_named_host_is_fetched_only_with_the_opt_in(
         id="abc", status=TaskStatus.COMPLETED, image_url=f"http://cdn.example:{port}/img.png"
     )
     refusing = _Resolver()
-    async with _client(sim, resolver=refusing) as client:
+    async with fast_client(sim, resolver=refusing) as client:
         with pytest.raises(UnsafeURLError):
             await ImageResult(task, fetcher=client).read()
     assert refusing.lookups == []
     assert third_host.requests == []
 
     opted_in = _Resolver()
-    async with _client(sim, resolver=opted_in, allow_insecure_http=True) as client:
+    async with fast_client(sim, resolver=opted_in, allow_insecure_http=True) as client:
         data = await ImageResult(task, fetcher=client).read()
     assert data == third_host.body
     assert opted_in.lookups == ["cdn.example"]
@@ -398,7 +384,7 @@ async def test_an_announced_oversize_image_is_refused_without_reading_its_slow_b
     """Case 23: Content-Length over the cap at 100 B/s: refused at once, nothing written."""
     async with (
         Simulator(image_long_side=256, latency=LatencyProfile.instant()) as sim,
-        _client(sim, max_image_bytes=10_000) as client,
+        fast_client(sim, max_image_bytes=10_000) as client,
     ):
         task = await client.submit("a fox")
         done = await client.wait(task)
@@ -434,7 +420,7 @@ async def test_a_stream_without_length_stops_at_the_cap_with_flat_memory(
     """Case 23: 200 MB with no Content-Length stops just past a 1 MB cap; memory stays flat."""
     cap = 1 << 20
     task = Task(id="big", status=TaskStatus.COMPLETED, image_url=f"{third_host.url}/endless.png")
-    async with _client(sim, max_image_bytes=cap) as client:
+    async with fast_client(sim, max_image_bytes=cap) as client:
         tracemalloc.start()
         try:
             with anyio.fail_after(10), pytest.raises(DownloadError, match="limit") as caught:
@@ -458,7 +444,7 @@ async def test_a_stream_without_length_takes_at_most_cap_plus_one_bytes(
     cap = 100_000
     async with (
         Simulator(image_long_side=512, latency=LatencyProfile.instant()) as sim,
-        _client(sim, max_image_bytes=cap) as client,
+        fast_client(sim, max_image_bytes=cap) as client,
     ):
         result = await client.generate("a big fox")
         sim.faults.push("download", Truncate(after_bytes=1 << 30, content_length=False))
@@ -474,7 +460,7 @@ async def test_a_close_delimited_body_over_the_cap_is_refused_cleanly(
     cap = 100_000
     async with (
         Simulator(image_long_side=512, latency=LatencyProfile.instant()) as sim,
-        _client(sim, max_image_bytes=cap) as client,
+        fast_client(sim, max_image_bytes=cap) as client,
     ):
         result = await client.generate("a big fox")
         sim.faults.push("download", Truncate(after_bytes=1 << 30, content_length=False))
@@ -630,7 +616,7 @@ async def test_an_expired_url_in_a_batch_is_an_outcome_that_keeps_the_task(
 ) -> None:
     """Case 26: in generate_many the expired outcome carries the task id and URL; 1 create."""
     sim = fast_sim
-    async with _client(sim) as client:
+    async with fast_client(sim) as client:
         outcomes = [o async for o in client.generate_many(["a fox [expired]"], save_to=tmp_path)]
     [outcome] = outcomes
     assert isinstance(outcome.error, ResultExpiredError)
@@ -656,7 +642,7 @@ async def test_cancelling_a_save_mid_download_leaves_no_file(
     with anyio.fail_after(5):
         async with anyio.create_task_group() as group:
             group.start_soon(result.save, tmp_path)
-            await _wait_until(lambda: bool(_parts(tmp_path)) and sim.counters.downloads == 2)
+            await wait_until(lambda: bool(_parts(tmp_path)) and sim.counters.downloads == 2)
             await anyio.sleep(0.2)
             group.cancel_scope.cancel()
     assert _files(tmp_path) == []
@@ -708,7 +694,7 @@ async def test_a_full_disk_in_a_batch_is_an_outcome_that_keeps_the_task(
 ) -> None:
     """Case 27: in generate_many a failed save is an outcome with the task id and URL."""
     sim = fast_sim
-    async with _client(sim) as client:
+    async with fast_client(sim) as client:
         outcomes = [o async for o in client.generate_many(["a fox", "a cat"], save_to=tmp_path)]
     assert len(outcomes) == 2
     for outcome in outcomes:
@@ -731,7 +717,7 @@ async def test_a_stalled_download_is_retried_then_times_out_and_leaks_no_connect
     policy = RetryPolicy(
         download_timeout=0.5, download_backoff=no_wait, poll_backoff=no_wait, create_backoff=no_wait
     )
-    async with _client(sim, timeouts=Timeouts(read=0.2), retry=policy) as client:
+    async with fast_client(sim, timeouts=Timeouts(read=0.2), retry=policy) as client:
         result = await client.generate("a fox")
         for _ in range(10):
             sim.faults.push("download", Slow(bytes_per_second=1))
@@ -746,7 +732,7 @@ async def test_a_stalled_download_is_retried_then_times_out_and_leaks_no_connect
     assert _download_retries(debug_logs)[:1] == ["NetworkError"]
     assert sim.counters.downloads_completed == 0
     assert _files(tmp_path) == []
-    await _wait_until(lambda: sim.counters.open_connections == 0)
+    await wait_until(lambda: sim.counters.open_connections == 0)
 
 
 async def test_a_slow_but_steady_download_is_not_a_stall(
@@ -754,7 +740,7 @@ async def test_a_slow_but_steady_download_is_not_a_stall(
 ) -> None:
     """Case 28: bytes keep coming (for longer than the read timeout in total): it completes."""
     sim = fast_sim
-    async with _client(sim, timeouts=Timeouts(read=0.2)) as client:
+    async with fast_client(sim, timeouts=Timeouts(read=0.2)) as client:
         result = await client.generate("a fox")
         png = await result.read()
         sim.faults.push("download", Slow(bytes_per_second=len(png) / 0.6))

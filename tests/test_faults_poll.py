@@ -7,18 +7,13 @@ what the SDK returned or raised.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import itertools
 import random
 import re
 import statistics
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 import pytest
 
@@ -26,7 +21,6 @@ from nanobanana_async import (
     APIError,
     FixedPolling,
     MalformedResponseError,
-    NanoBanana,
     NanoBananaError,
     NetworkError,
     RetryPolicy,
@@ -48,43 +42,13 @@ from nanobanana_async.testing import (
 )
 
 from .conftest import FAST_RETRY
-from .helpers import png_size
+from .helpers import fast_client, png_size, sdk_tasks, wait_until
 
 _QUERY_RETRY = re.compile(r"query attempt (\d+) failed \((\w+)\); retrying in ([\d.]+) s")
 
 
-def _client(sim: Simulator, **options: Any) -> NanoBanana:
-    settings: dict[str, Any] = {"polling": FixedPolling(0.02), "retry": FAST_RETRY}
-    settings.update(options)
-    return NanoBanana(api_key=sim.api_key, base_url=sim.base_url, **settings)
-
-
 def _polls_of(sim: Simulator, task_id: str) -> list[float]:
     return [r.at for r in sim.requests if r.endpoint == "poll" and r.path.endswith("/" + task_id)]
-
-
-async def _wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    with anyio.fail_after(timeout):
-        while not condition():  # noqa: ASYNC110 - polling a counter, not an event
-            await anyio.sleep(0.005)
-
-
-AIOHTTP_DIR = Path(aiohttp.__file__).resolve().parent
-
-
-@functools.cache
-def _in_aiohttp(filename: str) -> bool:
-    return Path(filename).resolve().is_relative_to(AIOHTTP_DIR)
-
-
-def _sdk_tasks() -> set[asyncio.Task[Any]]:
-    """Live asyncio tasks, minus aiohttp's own (the in-process simulator's handlers)."""
-    tasks = set()
-    for task in asyncio.all_tasks():
-        code = getattr(task.get_coro(), "cr_code", None)
-        if code is None or not _in_aiohttp(code.co_filename):
-            tasks.add(task)
-    return tasks
 
 
 # Case 14
@@ -109,7 +73,7 @@ async def test_transient_poll_faults_are_retried_and_the_task_completes(
     """Case 14: four poll faults in a row (5xx, 408, HTML 200, reset, timeout): still completes."""
     fault, per_attempt, _ = _POLL_FAULTS[kind]
     sim.latency = LatencyProfile.instant()
-    async with _client(sim, timeouts=Timeouts(read=0.1)) as client:
+    async with fast_client(sim, timeouts=Timeouts(read=0.1)) as client:
         task = await client.submit("a fox")
         for _ in range(4):
             sim.faults.push("poll", fault)
@@ -135,7 +99,7 @@ async def test_persistent_poll_faults_give_up_after_a_bounded_number_of_polls(
     fault, per_attempt, error = _POLL_FAULTS[kind]
     limit = FAST_RETRY.poll_failures
     sim.latency = LatencyProfile.instant()
-    async with _client(sim, timeouts=Timeouts(read=0.1)) as client:
+    async with fast_client(sim, timeouts=Timeouts(read=0.1)) as client:
         task = await client.submit("a fox")
         for _ in range(limit * per_attempt):
             sim.faults.push("poll", fault)
@@ -167,7 +131,7 @@ _NOT_FOUND = Respond(404, {"code": 404, "message": "task not found"})
 async def test_a_404_just_after_create_is_treated_as_pending(sim: Simulator) -> None:
     """Case 15: 404s inside not_found_grace mean "not visible yet": the task completes."""
     sim.latency = LatencyProfile.instant()
-    async with _client(sim) as client:
+    async with fast_client(sim) as client:
         task = await client.submit("a fox")
         for _ in range(3):
             sim.faults.push("poll", _NOT_FOUND)
@@ -183,7 +147,7 @@ async def test_a_404_just_after_create_is_treated_as_pending(sim: Simulator) -> 
 async def test_a_persistent_404_raises_task_not_found_after_the_grace(sim: Simulator) -> None:
     """Case 15: a 404 that outlives not_found_grace (0.5 s here) is TaskNotFoundError(id)."""
     grace = FAST_RETRY.not_found_grace
-    async with _client(sim) as client:
+    async with fast_client(sim) as client:
         task = await client.submit("a fox")
         for _ in range(500):
             sim.faults.push("poll", _NOT_FOUND)
@@ -205,7 +169,7 @@ async def test_a_persistent_404_raises_task_not_found_after_the_grace(sim: Simul
 async def test_without_a_grace_the_first_404_is_final(sim: Simulator) -> None:
     """Case 15: with not_found_grace=0 a 404 is TaskNotFoundError at once, after one poll."""
     policy = RetryPolicy(not_found_grace=0.0, poll_backoff=FAST_RETRY.poll_backoff)
-    async with _client(sim, retry=policy) as client:
+    async with fast_client(sim, retry=policy) as client:
         task = await client.submit("a fox")
         sim.faults.push("poll", _NOT_FOUND)
         with anyio.fail_after(5), pytest.raises(TaskNotFoundError):
@@ -221,7 +185,7 @@ async def test_a_429_storm_slows_every_poll_of_the_client_and_honours_retry_afte
 ) -> None:
     """Case 16: a 429 storm caps the global poll pace; none is early; wakeups are spread."""
     retry_after = 0.2
-    async with _client(sim) as client:
+    async with fast_client(sim) as client:
         tasks = [await client.submit(f"fox {i} [never]") for i in range(4)]
         pace = client._runner.retrier.poll_pace
         with anyio.fail_after(10):
@@ -237,7 +201,7 @@ async def test_a_429_storm_slows_every_poll_of_the_client_and_honours_retry_afte
                         "poll",
                         Respond(429, {"error": "slow down"}, headers={"Retry-After": "0.2"}),
                     )
-                await _wait_until(lambda: pace.rate is not None)
+                await wait_until(lambda: pace.rate is not None)
                 capped = pace.rate
                 capped_at = time.monotonic()
                 await anyio.sleep(0.8)
@@ -276,7 +240,7 @@ async def test_a_429_storm_slows_every_poll_of_the_client_and_honours_retry_afte
 async def _wait_with_answers(sim: Simulator, answers: list[dict[str, Any]]) -> tuple[Task, Task]:
     """Submit, script the next poll answers (filled with the real id and URL), wait."""
     sim.latency = LatencyProfile.instant()
-    async with _client(sim) as client:
+    async with fast_client(sim) as client:
         task = await client.submit("a fox")
         for answer in answers:
             body = {"id": task.id, "image_url": sim.image_url(task.id), **answer}
@@ -289,7 +253,7 @@ async def _wait_with_answers(sim: Simulator, answers: list[dict[str, Any]]) -> t
 async def test_completed_without_a_url_is_malformed_not_a_crash(sim: Simulator) -> None:
     """Case 17: completed with no (or an empty) image_url: MalformedResponseError with the id."""
     sim.latency = LatencyProfile.instant()
-    async with _client(sim) as client:
+    async with fast_client(sim) as client:
         for url in (None, "", "   "):
             task = await client.submit("a fox")
             sim.faults.push(
@@ -321,7 +285,7 @@ async def test_a_failed_task_raises_task_failed_with_a_message_whatever_the_erro
 ) -> None:
     """Case 17: error as a string, an object, null or junk: TaskFailedError with a message."""
     sim.latency = LatencyProfile.uniform(0.5, 0.5)  # leaves time to script the first poll
-    async with _client(sim, polling=FixedPolling(0.1)) as client:
+    async with fast_client(sim, polling=FixedPolling(0.1)) as client:
         caught: list[TaskFailedError] = []
 
         async def generate() -> None:
@@ -333,7 +297,7 @@ async def test_a_failed_task_raises_task_failed_with_a_message_whatever_the_erro
         with anyio.fail_after(5):
             async with anyio.create_task_group() as group:
                 group.start_soon(generate)
-                await _wait_until(lambda: bool(sim.tasks))
+                await wait_until(lambda: bool(sim.tasks))
                 [task_id] = sim.tasks
                 sim.faults.push(
                     "poll",
@@ -372,7 +336,7 @@ async def test_mixed_case_statuses_are_normalised(
 async def test_a_completed_mixed_case_answer_downloads_normally(sim: Simulator) -> None:
     """Case 17: a "Completed" answer is a normal result end to end: its PNG downloads."""
     _, done = await _wait_with_answers(sim, [{"status": "Completed"}])
-    async with _client(sim) as client:
+    async with fast_client(sim) as client:
         from nanobanana_async import ImageResult
 
         data = await ImageResult(done, fetcher=client).read()
@@ -394,7 +358,7 @@ async def test_an_unknown_status_forever_ends_at_the_deadline_with_that_status(
 ) -> None:
     """Case 17: a status that never becomes known is non-terminal until the wait's deadline."""
     sim.latency = LatencyProfile.instant()
-    async with _client(sim) as client:
+    async with fast_client(sim) as client:
         task = await client.submit("a fox")
         for _ in range(200):
             sim.faults.push("poll", Respond(200, {"id": task.id, "status": "Mystery"}))
@@ -412,10 +376,10 @@ async def test_a_task_that_never_finishes_times_out_with_its_id_and_leaks_nothin
     sim: Simulator,
 ) -> None:
     """Case 18: TaskTimeoutError (a TimeoutError) with id and status; no task or poll left."""
-    async with _client(sim) as client:
+    async with fast_client(sim) as client:
         task = await client.submit("a fox [never]")
         await anyio.sleep(0.05)
-        live_before = _sdk_tasks()
+        live_before = sdk_tasks()
         with anyio.fail_after(5), pytest.raises(TimeoutError) as caught:
             await client.wait(task, timeout=0.2)
         error = caught.value
@@ -425,7 +389,7 @@ async def test_a_task_that_never_finishes_times_out_with_its_id_and_leaks_nothin
         assert task.id in str(error)
         assert "wait()" in str(error)
         await anyio.sleep(0.05)
-        assert _sdk_tasks() == live_before
+        assert sdk_tasks() == live_before
         polls = sim.tasks[task.id].polls
         await anyio.sleep(0.1)
         assert sim.tasks[task.id].polls == polls  # nothing polls in the background
@@ -441,7 +405,7 @@ async def test_a_task_that_never_finishes_times_out_with_its_id_and_leaks_nothin
 async def test_wait_by_id_resumes_a_timed_out_task_that_finishes_later(sim: Simulator) -> None:
     """Case 18: after a timeout, wait(id) on the same id returns the task once it is done."""
     sim.latency = LatencyProfile.uniform(60.0, 60.0)
-    async with _client(sim) as client:
+    async with fast_client(sim) as client:
         task = await client.submit("a slow fox")
         with anyio.fail_after(5), pytest.raises(TaskTimeoutError):
             await client.wait(task, timeout=0.1)
@@ -460,7 +424,7 @@ async def test_a_batch_job_that_never_finishes_keeps_its_id_for_a_later_wait(
     sim: Simulator,
 ) -> None:
     """Case 18: in generate_many the timed-out outcome carries the task, so it can be resumed."""
-    async with _client(sim) as client:
+    async with fast_client(sim) as client:
         with anyio.fail_after(5):
             outcomes = [
                 o async for o in client.generate_many(["a fox [never]", "a cat"], timeout=0.3)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import os
 import socket
@@ -21,7 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 import attrs
 import pytest
@@ -38,6 +36,7 @@ from nanobanana_async import (
 from nanobanana_async.testing import LatencyProfile, Respond, Simulator, Slow, Truncate
 
 from .conftest import FAST_RETRY
+from .helpers import part_files, sdk_tasks
 
 #: Slow enough that a 64 px PNG (a few hundred bytes) takes over a second to arrive.
 TRICKLE = Slow(bytes_per_second=200)
@@ -52,28 +51,6 @@ async def open_client(sim: Simulator, **options: Any) -> AsyncIterator[NanoBanan
     settings.update(options)
     async with NanoBanana(api_key=sim.api_key, base_url=sim.base_url, **settings) as nano:
         yield nano
-
-
-AIOHTTP_DIR = Path(aiohttp.__file__).resolve().parent
-
-
-@functools.cache
-def _in_aiohttp(filename: str) -> bool:
-    return Path(filename).resolve().is_relative_to(AIOHTTP_DIR)
-
-
-def sdk_tasks() -> set[asyncio.Task[Any]]:
-    """Live tasks other than aiohttp's own (the in-process simulator's handlers)."""
-    tasks = set()
-    for task in asyncio.all_tasks():
-        code = getattr(task.get_coro(), "cr_code", None)
-        if code is None or not _in_aiohttp(code.co_filename):
-            tasks.add(task)
-    return tasks
-
-
-def part_files(folder: Path) -> list[str]:
-    return sorted(name for name in os.listdir(folder) if name.endswith(".part"))
 
 
 def images(folder: Path) -> list[str]:

@@ -10,7 +10,6 @@ the simulator created and which faults it injected.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import json
 import os
@@ -20,7 +19,7 @@ import time
 import tracemalloc
 import urllib.request
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,21 +48,6 @@ LOAD_JOBS = 10_000 if FULL else 1_000
 SOAK_JOBS = 3_000 if FULL else 500
 CONCURRENCY = 32
 CONNECTION_LIMIT = 16
-
-
-@pytest.fixture
-async def no_loop_debug() -> AsyncIterator[None]:
-    """Turn asyncio's debug mode off for a large run (``-X dev`` makes it several times slower).
-
-    Python-level checks (ResourceWarning, unawaited coroutines) stay on.
-    """
-    loop = asyncio.get_running_loop()
-    was = loop.get_debug()
-    loop.set_debug(False)
-    try:
-        yield
-    finally:
-        loop.set_debug(was)
 
 
 @pytest.fixture
