@@ -212,7 +212,11 @@ class JobRunner:
                     task = await self.wait(
                         task.id, (request.model, request.resolution), options.timeout, task.status
                     )
-                    await record.finished(task)
+                    if task.status is TaskStatus.FAILED or options.save_to is None:
+                        # A completed image about to be saved is journaled once, as saved: if
+                        # the run dies before that, the row still says submitted and a rerun
+                        # polls it again, which is free.
+                        await record.finished(task)
                 if task.status is TaskStatus.FAILED:
                     raise TaskFailedError(task)
                 if options.save_to is not None:

@@ -224,6 +224,8 @@ class SQLiteJournal(Journal):
         self._busy = False
         self._thread = anyio.CapacityLimiter(1)
         self.commits = 0
+        # Inputs past the highest index on file when opened have no row: no need to ask.
+        self._last_index_on_file = -1
 
     def __repr__(self) -> str:
         return f"SQLiteJournal({str(self.path)!r})"
@@ -232,6 +234,8 @@ class SQLiteJournal(Journal):
         """Open or create the file and check it is a journal of this library."""
         if self._conn is None:
             self._conn = await anyio.to_thread.run_sync(self._connect, limiter=self._thread)
+            (last,) = self._conn.execute("SELECT coalesce(max(idx), -1) FROM inputs").fetchone()
+            self._last_index_on_file = last
 
     def _connect(self) -> sqlite3.Connection:
         existed = self.path.exists() and self.path.stat().st_size > 0
@@ -334,6 +338,8 @@ class SQLiteJournal(Journal):
 
     async def get(self, index: int) -> JournalEntry | None:
         """The row of input ``index``, if any."""
+        if index > self._last_index_on_file:
+            return None  # this run is the first to reach it, and writes go through this object
 
         def work(conn: sqlite3.Connection) -> JournalEntry | None:
             row = conn.execute(f"{_SELECT} WHERE idx = ?", (index,)).fetchone()
