@@ -10,6 +10,7 @@ removed, so an observer never sees a partial image.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import secrets
@@ -212,6 +213,10 @@ class Downloader:
     ) -> SavedImage:
         url = _image_url(task)
         await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
+        if fixed_name is None and adopt_identical:
+            # A batch's names are its own (index + slug): temp files under this name were
+            # left by an earlier run that died mid-download, and nothing else owns them.
+            await anyio.to_thread.run_sync(_remove_stale_temps, folder, name_stem)
         fd, temp = await anyio.to_thread.run_sync(_create_temp, folder, name_stem)
         digest = hashlib.sha256()
         try:
@@ -268,6 +273,12 @@ def _create_temp(folder: Path, stem: str) -> tuple[int, Path]:
             return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temp
         except FileExistsError:
             continue
+
+
+def _remove_stale_temps(folder: Path, stem: str) -> None:
+    for stale in folder.glob(f".{glob.escape(stem)}.*.part"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
 
 
 def _flush_and_sync(handle: IO[bytes]) -> None:

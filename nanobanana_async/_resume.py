@@ -156,6 +156,9 @@ class BatchJournal:
         # SUBMITTING or UNCERTAIN: the create may have been billed with no answer seen.
         if self.resubmit_uncertain:
             return Resume(recorder=recorder, resumed_from=state.value)
+        if state is JournalState.SUBMITTING:  # cut off mid-create: say so in the row too
+            entry = entry.evolve(state=JournalState.UNCERTAIN, error=entry.error or "cut off")
+            await self.journal.put(entry)
         error = SubmissionUncertainError(
             f"a previous run sent this create and never saw its answer ({entry.error or state})",
             request=request,

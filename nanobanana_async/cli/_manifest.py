@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .._journal import JournalEntry, read_entries, request_fingerprint
+from .._journal import JournalEntry, JournalState, read_entries, request_fingerprint
 from ._inputs import BadLine, PromptSource, read_prompts
 
 __all__ = ["write_manifest"]
@@ -33,9 +33,11 @@ def _row(line: int | None, index: int | None, prompt: str | None) -> dict[str, A
 
 
 def _from_entry(row: dict[str, Any], entry: JournalEntry) -> dict[str, Any]:
+    # A create cut off mid-flight is, for a person, simply in doubt: "uncertain".
+    state = JournalState.UNCERTAIN if entry.state is JournalState.SUBMITTING else entry.state
     row.update(
         task_id=entry.task_id,
-        status=entry.state.value,
+        status=state.value,
         path=entry.path,
         error=entry.error,
         error_type=entry.error_type,
