@@ -1,0 +1,109 @@
+"""The raw aiohttp baseline of PERFORMANCE.md, as one measured client process.
+
+This is the 30-line client "any competent user could write": plain aiohttp with
+the default ``TCPConnector(limit=100)``, an ``asyncio.Semaphore(cap)``, one task
+per job via ``gather``, create, poll every ``--poll-interval`` seconds (sleep
+first) until completed or failed, then read the image into memory. No retries,
+no validation, no saving. It is the floor the SDK's overhead is measured
+against.
+
+One change from PERFORMANCE.md's sample: every API call carries
+``Authorization: Bearer <key>``, because the simulator (like the service)
+requires it. The download does not, as it should not.
+
+``--pool`` runs the variant target 3 compares against at cap 100: the same job
+body, but ``cap`` worker tasks pulling prompts lazily from an iterator instead
+of one task per job, so its memory does not grow with N.
+
+It measures itself (see ``_common.py``) and writes the figures as JSON to
+``--result``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+from _common import Window, classify_error, read_ready_file, server_ports, tcp_sockets, write_result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ready-file", required=True)
+    parser.add_argument("--result", required=True)
+    parser.add_argument("-n", type=int, required=True, help="number of jobs")
+    parser.add_argument("--cap", type=int, required=True, help="jobs in flight at most")
+    parser.add_argument("--poll-interval", type=float, default=0.5)
+    parser.add_argument("--pool", action="store_true", help="lazily fed workers, not gather")
+    parser.add_argument("--max-seconds", type=float, default=600.0)
+    return parser
+
+
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    info = read_ready_file(args.ready_file)
+    base, interval = info["base_url"], args.poll_interval
+    auth = {"Authorization": f"Bearer {info['api_key']}"}  # the one change from the sample
+    window = Window()
+    errors: dict[str, int] = {}
+    result: dict[str, Any] = {"side": "baseline-pool" if args.pool else "baseline"}
+
+    conn = aiohttp.TCPConnector(limit=100)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        sem = asyncio.Semaphore(args.cap)
+
+        async def job(i: int) -> None:
+            async with sem:
+                async with s.post(
+                    f"{base}/v1/banana/images",
+                    json={"prompt": f"prompt {i}", "model": "nano-banana"},
+                    headers=auth,
+                ) as r:
+                    jid = (await r.json())["id"]
+                for _ in range(200):
+                    await asyncio.sleep(interval)
+                    async with s.get(f"{base}/v1/result/{jid}", headers=auth) as r:
+                        d = await r.json()
+                    if d["status"] in ("completed", "failed"):
+                        break
+                if d["status"] == "completed":
+                    async with s.get(d["image_url"]) as r:
+                        await r.read()
+
+        async def worker(feed: Iterator[int]) -> None:
+            for i in feed:
+                await job(i)
+
+        window.start()
+        try:
+            async with asyncio.timeout(args.max_seconds):
+                if args.pool:
+                    feed = iter(range(args.n))
+                    await asyncio.gather(*(worker(feed) for _ in range(min(args.cap, args.n))))
+                else:
+                    await asyncio.gather(*(job(i) for i in range(args.n)))
+        except Exception as exc:  # the baseline has no error handling: one failure ends it
+            kind = classify_error(exc)
+            errors[kind] = errors.get(kind, 0) + 1
+        await window.stop()
+        result["sockets"] = tcp_sockets(server_ports(info))
+    result.update(window.figures(args.n))
+    result["errors"] = errors
+    result["ok"] = not errors
+    return result
+
+
+def main() -> int:
+    """Run the batch, write the result file, exit 0 when every job finished."""
+    args = _parser().parse_args()
+    result = asyncio.run(_run(args))
+    result.update(n=args.n, cap=args.cap)
+    write_result(args.result, result)
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
