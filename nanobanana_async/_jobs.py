@@ -56,7 +56,11 @@ class BatchOptions:
     image_slots: anyio.Semaphore | None = attrs.field(default=None, eq=False)
 
 
-def _log_abandoned(request: ImageRequest, client_key: str, task: Task | None) -> None:
+async def _log_abandoned(
+    request: ImageRequest, client_key: str, sent: bool, task: Task | None
+) -> None:
+    if not sent:
+        return
     if task is not None:
         logger.warning(
             "a create was cancelled after it was sent; the service created task %s (key %s)",
@@ -251,9 +255,29 @@ class JobRunner:
 
     async def _create_recorded(self, request: ImageRequest, record: JobRecorder) -> Task:
         client_key = uuid.uuid4().hex
-        await record.submitting(client_key)
+        reported = False
+
+        async def cancelled(request: ImageRequest, key: str, sent: bool, task: Task | None) -> None:
+            """The job was cancelled mid-create: journal what is known, lose no billed id."""
+            nonlocal reported
+            reported = True
+            await _log_abandoned(request, key, sent, task)
+            try:
+                if task is not None:
+                    await record.submitted(task)
+                elif not sent:
+                    await record.not_billed(NanoBananaError("cancelled before the create was sent"))
+            except NanoBananaError as journal_error:
+                logger.warning("could not journal a cancelled create: %s", journal_error)
+
         try:
-            task = await self.create(request, client_key=client_key)
+            await record.submitting(client_key)
+            task = await self.create(request, client_key=client_key, on_abandoned=cancelled)
+        except anyio.get_cancelled_exc_class():
+            if not reported:  # cancelled between attempts (a pause or backoff): nothing in flight
+                with anyio.CancelScope(shield=True):
+                    await cancelled(request, client_key, False, None)
+            raise
         except NanoBananaError as exc:
             if _may_be_billed(exc):
                 await record.uncertain(exc)

@@ -85,7 +85,9 @@ class ResumableBatches(RuleBasedStateMachine):
         assert received == len(self.prompts)
         entries = list(read_entries(self.journal))
         assert [e.index for e in entries] == list(range(len(self.prompts)))
-        assert all(e.state is JournalState.SAVED for e in entries)
+        assert all(e.state is JournalState.SAVED for e in entries), [
+            (e.index, e.state.value, e.error) for e in entries
+        ]
         assert len(list(self.folder.glob("*.png"))) == len(self.prompts)
         self.completed_runs += 1
 

@@ -129,15 +129,16 @@ class HTTPClient:
         """Send one paid create; ``SubmissionUncertainError`` if it may be billed unseen.
 
         If the caller is cancelled after the request left, the answer is still
-        awaited for up to ``grace`` seconds (shielded) and handed to
-        ``on_abandoned`` (the Task, or None if no answer came), so a billed
-        task id is not lost. Cancelled before sending, nothing is billed.
+        awaited for up to ``grace`` seconds (shielded). Either way
+        ``on_abandoned`` is then awaited, shielded, with whether the request
+        left and the Task if one came back, so a billed task id is not lost
+        and an unsent one is known to be unbilled.
         """
         trace = SimpleNamespace(headers_sent=False)
         answer: list[Task | Exception] = []
         finished = anyio.Event()
         shield = anyio.CancelScope(shield=True)
-        abandoned = False
+        cancelled = False
 
         async def attempt() -> None:
             with shield:
@@ -153,16 +154,18 @@ class HTTPClient:
                 try:
                     await finished.wait()
                 except anyio.get_cancelled_exc_class():
+                    cancelled = True
                     if trace.headers_sent:
-                        abandoned = True
                         shield.deadline = anyio.current_time() + grace
                     else:
                         shield.cancel()
                     raise
         finally:
-            if abandoned and on_abandoned is not None:
+            if cancelled and on_abandoned is not None:
                 first = answer[0] if answer else None
-                on_abandoned(request, client_key, first if isinstance(first, Task) else None)
+                task = first if isinstance(first, Task) else None
+                with anyio.CancelScope(shield=True):
+                    await on_abandoned(request, client_key, trace.headers_sent, task)
         result = answer[0]
         if isinstance(result, Exception):
             raise result

@@ -7,7 +7,7 @@ the API key's header).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 
 import aiohttp
@@ -70,8 +70,8 @@ def network_error(exc: BaseException, operation: str, *, sent: bool) -> NetworkE
     return NetworkError(reason, operation=operation, sent=sent)
 
 
-#: Called when a create's caller was cancelled after the request left: (request, key, task).
-AbandonedCreate = Callable[[ImageRequest, str, Task | None], None]
+#: Awaited (shielded) when a create's caller is cancelled: (request, key, sent, task or None).
+AbandonedCreate = Callable[[ImageRequest, str, bool, Task | None], Awaitable[None]]
 
 
 def provably_unsent(exc: BaseException, trace: SimpleNamespace) -> bool:
