@@ -6,6 +6,7 @@ import asyncio
 import functools
 import os
 import struct
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -88,3 +89,15 @@ def sdk_tasks() -> set[asyncio.Task[Any]]:
 def part_files(folder: Path) -> list[str]:
     """Temporary ``*.part`` files in ``folder`` (hidden ones included)."""
     return sorted(name for name in os.listdir(folder) if name.endswith(".part"))
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """Stop a process this test started (by its own handle): terminate, then kill if it lingers."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from .conftest import SENTINEL_KEY
+from .helpers import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_PROMPTS = REPO_ROOT / "examples" / "prompts.txt"
@@ -118,13 +119,7 @@ def simulator_process(workdir: Path, api_key: str) -> Iterator[str]:
             info = json.loads(ready.read_text(encoding="utf-8"))
             yield str(info["base_url"])
         finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=10)
+            stop_process(process)
 
 
 def assert_png(path: Path) -> None:

@@ -55,7 +55,7 @@ from nanobanana_async.testing import (
 )
 
 from .conftest import FAST_RETRY, SENTINEL_KEY
-from .helpers import everything_said_by
+from .helpers import everything_said_by, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SDK_ENV = ("NANOBANANA_API_KEY", "NANOBANANA_BASE_URL")
@@ -295,13 +295,7 @@ def test_the_cli_never_shows_or_stores_the_key_through_a_faulty_run(tmp_path: Pa
             )
             faults = get_json(info["base_url"] + "/_sim/faults")
         finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=10)
+            stop_process(process)
 
     text = run.stdout + run.stderr
     assert run.returncode == 1, text

@@ -41,6 +41,7 @@ from nanobanana_async import (
 from nanobanana_async.testing import LatencyProfile, Simulator
 
 from .conftest import FAST_RETRY
+from .helpers import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FULL = os.environ.get("NANOBANANA_FULL_LOAD") == "1"
@@ -68,13 +69,7 @@ def simulator_process(tmp_path: Path) -> Iterator[dict[str, str]]:
                 time.sleep(0.02)
             yield json.loads(ready.read_text(encoding="utf-8"))
         finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=10)
+            stop_process(process)
 
 
 def get_json(url: str) -> dict[str, Any]:
