@@ -7,11 +7,12 @@ image is fetched (or it has failed), and downloads have a limit of their own.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final, Protocol, TypeVar
@@ -103,7 +104,7 @@ class JobRunner:
         on_abandoned: AbandonedCreate | None = None,
     ) -> Task:
         """Create one task; its client key (minted if not given) is kept across attempts."""
-        key = client_key or uuid.uuid4().hex
+        key = client_key or secrets.token_hex(16)
         grace = self.retrier.policy.cancel_grace
         return await self.retrier.create(
             lambda: self.http.create(
@@ -119,23 +120,25 @@ class JobRunner:
     ) -> Task:
         """Poll until terminal; past ``timeout`` raise TaskTimeoutError with the last status."""
         last_status: list[str | None] = [status.value if status is not None else None]
-        with anyio.move_on_after(math.inf if timeout is None else timeout):
+        if timeout is None:
             return await self._poll_until_done(task_id, kind, last_status)
-        assert timeout is not None
+        with anyio.move_on_after(timeout):
+            return await self._poll_until_done(task_id, kind, last_status)
         raise TaskTimeoutError(task_id, last_status=last_status[0], timeout=timeout)
 
     async def _poll_until_done(
         self, task_id: str, kind: JobKind, last_status: list[str | None]
     ) -> Task:
+        # The busiest loop of a batch. aiohttp ties the SDK to asyncio, so it sleeps
+        # with asyncio directly (anyio's cancel scopes still cancel it).
         started = time.monotonic()
         last_pending: float | None = None
+        query = self.http.status_query(task_id)
         delay = self.polling.first_delay(kind)
         polls = 0
         while True:
-            await anyio.sleep(delay)
-            task = await self.retrier.poll(
-                lambda: self.http.query(task_id), since_create=time.monotonic() - started
-            )
+            await asyncio.sleep(delay)
+            task = await self.retrier.poll(query, since_create=time.monotonic() - started)
             if task is None:  # not visible yet, just after create
                 delay = self.polling.next_delay(kind, polls)
                 continue
@@ -155,7 +158,7 @@ class JobRunner:
         except ResultExpiredError as expired:
             try:
                 fresh = await self.retrier.poll(
-                    lambda: self.http.query(task.id), since_create=math.inf
+                    self.http.status_query(task.id), since_create=math.inf
                 )
             except NanoBananaError:
                 raise expired from None
@@ -254,7 +257,7 @@ class JobRunner:
             raise
 
     async def _create_recorded(self, request: ImageRequest, record: JobRecorder) -> Task:
-        client_key = uuid.uuid4().hex
+        client_key = secrets.token_hex(16)
         reported = False
 
         async def cancelled(request: ImageRequest, key: str, sent: bool, task: Task | None) -> None:

@@ -1,13 +1,16 @@
 """Client-wide pacing: a pause all creates obey, request-rate limits, and a retry budget.
 
 These are shared by every job of a client, so one 429 slows the whole client
-down instead of each job hammering the service on its own schedule.
+down instead of each job hammering the service on its own schedule. Every
+poll and create passes through them, so they read ``time.monotonic()``
+(the clock of asyncio's loop, and so of anyio's deadlines) directly.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -32,17 +35,17 @@ class PauseGate:
 
     @property
     def paused_until(self) -> float:
-        """The anyio clock time before which nothing passes (0 when open)."""
+        """The monotonic clock time before which nothing passes (0 when open)."""
         return self._until
 
     def pause_for(self, seconds: float) -> None:
         """Close the gate for ``seconds`` from now (never shortening an earlier pause)."""
-        self._until = max(self._until, anyio.current_time() + seconds)
+        self._until = max(self._until, time.monotonic() + seconds)
 
     async def wait(self) -> None:
         """Return once the gate is open."""
         # A timed wait, not an Event: the pause can be extended while callers sleep.
-        while (remaining := self._until - anyio.current_time()) > 0:
+        while self._until and (remaining := self._until - time.monotonic()) > 0:
             await self._sleep(remaining * (1.0 + random.uniform(0.0, self._spread)))
 
 
@@ -61,7 +64,7 @@ class RateLimiter:
 
     async def acquire(self) -> None:
         """Wait for this caller's slot."""
-        now = anyio.current_time()
+        now = time.monotonic()
         slot = max(now, self._next_slot)
         self._next_slot = slot + 1.0 / self.rate
         if slot > now:
@@ -116,7 +119,7 @@ class AdaptiveRate:
         stormy = self._limited >= 3 and self._limited > self.storm * self._polls
         if stormy and not self._decreased:
             self._decreased = True
-            elapsed = max(anyio.current_time() - self._window_start, 0.1)
+            elapsed = max(time.monotonic() - self._window_start, 0.1)
             demand = max(self._demand, self._polls / elapsed)
             current = demand if self._limiter is None else min(self._limiter.rate, demand)
             halved = max(self.floor, current / 2.0)
@@ -130,7 +133,7 @@ class AdaptiveRate:
         self._roll()
 
     def _roll(self) -> None:
-        now = anyio.current_time()
+        now = time.monotonic()
         elapsed = now - self._window_start
         if elapsed < self.window:
             return

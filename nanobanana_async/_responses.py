@@ -41,12 +41,21 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+#: One strict decoder for every body (``json.loads`` with options would build one per call).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def decode_json(body: bytes) -> Any:
-    """Parse a JSON body strictly (no NaN or Infinity); raise ValueError when it is not JSON."""
-    if not body.strip():
+    """Parse a UTF-8 JSON body strictly (no NaN or Infinity); ValueError when it is not JSON.
+
+    JSON on the wire is UTF-8 (RFC 8259); a leading byte-order mark is tolerated.
+    Invalid UTF-8 raises ``UnicodeDecodeError``, itself a ValueError.
+    """
+    text = body.decode("utf-8-sig")
+    if not text.strip():
         raise ValueError("empty body")
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except RecursionError as exc:
         raise ValueError("JSON nested too deeply") from exc
 

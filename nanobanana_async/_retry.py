@@ -244,7 +244,7 @@ class Retrier:
         """Query a task, retrying transient failures; None means "not visible yet" (early 404)."""
         policy = self.policy
         failures = 0
-        started = anyio.current_time() - since_create
+        started = time.monotonic() - since_create
         while True:
             await self.poll_pace.acquire()
             await self._paced()
@@ -252,7 +252,7 @@ class Retrier:
             try:
                 result = await send()
             except TaskNotFoundError:
-                if anyio.current_time() - started < policy.not_found_grace:
+                if time.monotonic() - started < policy.not_found_grace:
                     return None
                 raise
             except RateLimitedError as exc:

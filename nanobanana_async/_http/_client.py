@@ -8,9 +8,10 @@ from here. Downloads carry no key or cookie, follow redirects by hand
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
@@ -72,6 +73,7 @@ class HTTPClient:
         self._key = Secret(api_key) if api_key else None
         self._allow_insecure_http = allow_insecure_http
         self._sessions = Sessions(
+            api_key=self._key,
             pool_limit=pool_limit,
             download_limit=download_limit,
             timeouts=timeouts,
@@ -86,13 +88,13 @@ class HTTPClient:
         """True once ``aclose()`` has run."""
         return self._sessions.closed
 
-    def _auth_headers(self) -> dict[str, str]:
+    def _require_key(self) -> None:
+        """The API sessions send the key themselves; without one, fail before any request."""
         if self._key is None:
             raise ConfigurationError(
                 f"no API key: pass api_key= to NanoBanana or set the {API_KEY_ENV} "
                 "environment variable"
             )
-        return {"Authorization": f"Bearer {self._key.reveal()}", "Accept": "application/json"}
 
     async def _read_capped(self, response: aiohttp.ClientResponse, operation: str) -> bytes:
         declared = response.content_length
@@ -174,10 +176,9 @@ class HTTPClient:
     async def _create_once(
         self, request: ImageRequest, client_key: str, trace: SimpleNamespace
     ) -> Task:
+        self._require_key()
         session = self._sessions.create_session()
-        headers = self._auth_headers()
-        if self._idempotency_header:
-            headers[self._idempotency_header] = client_key
+        headers = {self._idempotency_header: client_key} if self._idempotency_header else None
         sent_at = time.time()
         started = time.monotonic()
 
@@ -224,14 +225,23 @@ class HTTPClient:
 
     async def query(self, task_id: str) -> Task:
         """One status query for ``task_id`` (free and idempotent)."""
-        validate_task_id(task_id)
+        return await self.status_query(task_id)()
+
+    def status_query(self, task_id: str) -> Callable[[], Awaitable[Task]]:
+        """The status query of one task, ready to send as often as needed.
+
+        The id is checked and its URL built once here, not on every poll.
+        """
+        url = self._result_url.joinpath(validate_task_id(task_id))
+        return functools.partial(self._query, task_id, url)
+
+    async def _query(self, task_id: str, url: yarl.URL) -> Task:
+        self._require_key()
         session = self._sessions.session()
-        headers = self._auth_headers()
-        url = self._result_url.joinpath(task_id)
         started = time.monotonic()
         try:
             async with session.get(
-                url, headers=headers, allow_redirects=False, proxy=self._sessions.proxy_for(url)
+                url, allow_redirects=False, proxy=self._sessions.proxy_for(url)
             ) as response:
                 status, answer_headers = response.status, response.headers
                 body = await self._read_capped(response, "query")

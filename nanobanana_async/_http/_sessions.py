@@ -3,7 +3,9 @@
 API calls share one pool (``connection_limit``); creates see it through a
 second session that reports when request headers have left (only creates
 need that, and tracing every poll would cost CPU for nothing); downloads
-have a pool of their own (``max_concurrent_downloads``). No session ever
+have a pool of their own (``max_concurrent_downloads``). Only the API
+sessions carry the key (as a default header, so no request builds it
+again); the download session never sees it. No session ever
 trusts the environment wholesale: aiohttp would also read ``~/.netrc`` and
 add credentials. Proxies from the environment, when the user opts in, are
 applied per request.
@@ -17,7 +19,7 @@ import aiohttp
 import yarl
 
 from .._errors import ClientClosedError
-from ._config import USER_AGENT, Timeouts
+from ._config import USER_AGENT, Secret, Timeouts
 from ._wire import on_headers_sent
 
 __all__ = ["Sessions"]
@@ -29,6 +31,7 @@ class Sessions:
     def __init__(
         self,
         *,
+        api_key: Secret | None,
         pool_limit: int,
         download_limit: int,
         timeouts: Timeouts,
@@ -39,6 +42,9 @@ class Sessions:
         self._download_limit = download_limit
         self._timeouts = timeouts
         self._resolver = resolver
+        self._api_headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if api_key is not None:
+            self._api_headers["Authorization"] = f"Bearer {api_key.reveal()}"
         # Read once, when the client is built; only with trust_env=True.
         self._proxies = urllib.request.getproxies() if trust_env else {}
         self.api_session: aiohttp.ClientSession | None = None
@@ -53,12 +59,16 @@ class Sessions:
         if downloads:
             if self.download_session is None:
                 self.download_session = self._new_session(
-                    self._new_connector(downloads=True), total=None
+                    self._new_connector(downloads=True),
+                    total=None,
+                    headers={"User-Agent": USER_AGENT},
                 )
             return self.download_session
         if self.api_session is None:
             self.api_session = self._new_session(
-                self._new_connector(downloads=False), total=self._timeouts.total
+                self._new_connector(downloads=False),
+                total=self._timeouts.total,
+                headers=self._api_headers,
             )
         return self.api_session
 
@@ -74,7 +84,11 @@ class Sessions:
             trace = aiohttp.TraceConfig()
             trace.on_request_headers_sent.append(on_headers_sent)
             self.traced_session = self._new_session(
-                api.connector, total=self._timeouts.total, owner=False, trace=trace
+                api.connector,
+                total=self._timeouts.total,
+                headers=self._api_headers,
+                owner=False,
+                trace=trace,
             )
         return self.traced_session
 
@@ -87,6 +101,7 @@ class Sessions:
         connector: aiohttp.BaseConnector | None,
         *,
         total: float | None,
+        headers: dict[str, str],
         owner: bool = True,
         trace: aiohttp.TraceConfig | None = None,
     ) -> aiohttp.ClientSession:
@@ -100,7 +115,7 @@ class Sessions:
                 sock_connect=self._timeouts.connect,
                 sock_read=self._timeouts.read,
             ),
-            headers={"User-Agent": USER_AGENT},
+            headers=headers,
             # Never True: aiohttp would also read ~/.netrc and add credentials. Proxies
             # from the environment are applied per request instead (see proxy_for).
             trust_env=False,
