@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterable, Iterable
@@ -271,7 +272,7 @@ class NanoBanana:
             download=download,
             timeout=timeout,
             overwrite=overwrite,
-            image_slots=anyio.Semaphore(self._max_downloads) if in_memory else None,
+            image_slots=asyncio.Semaphore(self._max_downloads) if in_memory else None,
         )
         batch_journal = None
         if journal is not None:

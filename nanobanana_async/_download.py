@@ -111,7 +111,7 @@ class _ImageStream:
             self._head += chunk
             if len(self._head) >= 12:
                 self._identify()
-        self._tail = (self._tail + chunk)[-16:]
+        self._tail = chunk[-16:] if len(chunk) >= 16 else (self._tail + chunk)[-16:]
 
     def _identify(self) -> None:
         kind = sniff_image(self._head)

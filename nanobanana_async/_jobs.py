@@ -54,7 +54,7 @@ class BatchOptions:
     download: bool = True
     timeout: float | None = None
     overwrite: bool = False
-    image_slots: anyio.Semaphore | None = attrs.field(default=None, eq=False)
+    image_slots: asyncio.Semaphore | None = attrs.field(default=None, eq=False)
 
 
 async def _log_abandoned(
@@ -93,8 +93,10 @@ class JobRunner:
         self.downloader = downloader
         self.retrier = retrier
         self.polling = polling
-        self.jobs = anyio.CapacityLimiter(max_concurrency)
-        self.downloads = anyio.CapacityLimiter(max_downloads)
+        # asyncio's semaphores: every job passes both, and anyio's limiters add a
+        # trip through the event loop to each acquire.
+        self.jobs = asyncio.Semaphore(max_concurrency)
+        self.downloads = asyncio.Semaphore(max_downloads)
 
     async def create(
         self,
@@ -245,7 +247,7 @@ class JobRunner:
                 await _note_quietly(record, exc)
             return Outcome(request=request, index=index, task=task, error=exc)
 
-    async def _read_into_slot(self, task: Task, slots: anyio.Semaphore | None) -> bytes:
+    async def _read_into_slot(self, task: Task, slots: asyncio.Semaphore | None) -> bytes:
         """Read an image holding one of the batch's memory slots (kept on success)."""
         if slots is None:
             return await self.read(task)

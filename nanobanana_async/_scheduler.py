@@ -5,10 +5,15 @@ million-line input is never held in memory and the number of live tasks does
 not grow with it. Outcomes travel to the consumer through a memory object
 stream; the consumer never runs inside the batch's task group (PEP 789).
 Leaving the loop, raising in it or cancelling it cancels the batch at once.
+
+Every job passes the window, the feed and the stream, so they use asyncio's
+lock and semaphore and anyio's non-blocking calls: anyio's blocking ones add
+a trip through the event loop each (anyio's cancel scopes still apply).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
@@ -64,31 +69,47 @@ class _InputFeed:
                 "generate_many takes an iterable (or async iterable) of ImageRequest or prompt "
                 f"strings, got {type(inputs).__name__}; wrap a single prompt in a list"
             )
-        self._lock = anyio.Lock()
+        self._lock = asyncio.Lock()  # only async inputs need it: next() on a sync one never yields
         self._next_index = 0
         self.exhausted = False
 
     async def next(self) -> tuple[int, Any] | None:
-        async with self._lock:
-            # A worker handed the lock just as the batch was cancelled must not pull an item.
+        if self._async is None:
+            # A worker handed a window slot just as the batch was cancelled must not pull.
             await anyio.lowlevel.checkpoint_if_cancelled()
+            return self._pull()
+        async with self._lock:
+            await anyio.lowlevel.checkpoint_if_cancelled()  # as above, for the lock
             if self.exhausted:
                 return None
             try:
-                if self._async is not None:
-                    item = await anext(self._async)
-                else:
-                    assert self._sync is not None
-                    item = next(self._sync)
-            except (StopIteration, StopAsyncIteration):
+                item = await anext(self._async)
+            except StopAsyncIteration:
                 self.exhausted = True
                 return None
             except BaseException:
                 self.exhausted = True
                 raise
-            index = self._next_index
-            self._next_index += 1
-            return index, item
+            return self._numbered(item)
+
+    def _pull(self) -> tuple[int, Any] | None:
+        assert self._sync is not None
+        if self.exhausted:
+            return None
+        try:
+            item = next(self._sync)
+        except StopIteration:
+            self.exhausted = True
+            return None
+        except BaseException:
+            self.exhausted = True
+            raise
+        return self._numbered(item)
+
+    def _numbered(self, item: object) -> tuple[int, Any]:
+        index = self._next_index
+        self._next_index += 1
+        return index, item
 
 
 def _as_request(item: object) -> ImageRequest:
@@ -108,7 +129,7 @@ class _Batch:
         inputs: Inputs,
         options: BatchOptions,
         send: MemoryObjectSendStream[Outcome],
-        window: anyio.Semaphore,
+        window: asyncio.Semaphore,
         journal: BatchJournal | None,
     ) -> None:
         self.client = client
@@ -147,8 +168,9 @@ class _Batch:
                 return
             index, item = pulled
             # Passed straight on: a local would keep each worker's last outcome (and its
-            # image bytes) alive for the whole of its next job.
-            await self.send.send(await self._run_one(index, item))
+            # image bytes) alive for the whole of its next job. The buffer is unbounded
+            # (the window bounds it), so sending never waits.
+            self.send.send_nowait(await self._run_one(index, item))
             del pulled, item
 
     async def _run_one(self, index: int, item: object) -> Outcome:
@@ -196,7 +218,7 @@ class OutcomeStream:
         self._client = client
         self._ordered = ordered
         width = client.max_concurrency * (2 if ordered else 1)
-        self._window = anyio.Semaphore(width)
+        self._window = asyncio.Semaphore(width)
         send, self._receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=math.inf)
         self._batch = _Batch(client, inputs, options, send, self._window, journal)
         self._own_group: TaskGroup | None = None

@@ -68,20 +68,26 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> Non
             await anyio.sleep(0.005)
 
 
+_ASYNCIO_DIR = Path(asyncio.__file__).resolve().parent
 _AIOHTTP_DIR = Path(aiohttp.__file__).resolve().parent
 
 
 @functools.cache
-def _in_aiohttp(filename: str) -> bool:
-    return Path(filename).resolve().is_relative_to(_AIOHTTP_DIR)
+def _in_server_plumbing(filename: str) -> bool:
+    path = Path(filename).resolve()
+    return path.is_relative_to(_AIOHTTP_DIR) or path.is_relative_to(_ASYNCIO_DIR)
 
 
 def sdk_tasks() -> set[asyncio.Task[Any]]:
-    """Live tasks of the test and the SDK; aiohttp's own (the simulator's handlers) left out."""
+    """Live tasks of the test and the SDK.
+
+    Left out: tasks whose coroutine is aiohttp's or asyncio's own, such as the
+    simulator's request handlers and the loop's accepts of new connections.
+    """
     tasks = set()
     for task in asyncio.all_tasks():
         code = getattr(task.get_coro(), "cr_code", None)
-        if code is None or not _in_aiohttp(code.co_filename):
+        if code is None or not _in_server_plumbing(code.co_filename):
             tasks.add(task)
     return tasks
 

@@ -8,6 +8,7 @@ from here. Downloads carry no key or cookie, follow redirects by hand
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -50,6 +51,19 @@ from ._wire import AbandonedCreate, DownloadBody, network_error, provably_unsent
 __all__ = ["HTTPClient"]
 
 logger = logging.getLogger("nanobanana_async")
+
+
+async def _finish_abandoned(attempt: asyncio.Task[Task], grace: float) -> Task | None:
+    """Give an abandoned create ``grace`` seconds to answer, then stop it; its Task if it came."""
+    if grace > 0:
+        with anyio.move_on_after(grace):
+            await asyncio.wait([attempt])
+    if not attempt.done():
+        attempt.cancel()
+        await asyncio.wait([attempt])
+    if attempt.cancelled() or attempt.exception() is not None:
+        return None
+    return attempt.result()
 
 
 class HTTPClient:
@@ -137,41 +151,25 @@ class HTTPClient:
         and an unsent one is known to be unbilled.
         """
         trace = SimpleNamespace(headers_sent=False)
-        answer: list[Task | Exception] = []
-        finished = anyio.Event()
-        shield = anyio.CancelScope(shield=True)
-        cancelled = False
-
-        async def attempt() -> None:
-            with shield:
-                try:
-                    answer.append(await self._create_once(request, client_key, trace))
-                except Exception as exc:  # handed back to the caller below
-                    answer.append(exc)
-            finished.set()
-
+        # The create runs in a child task so that a cancelled caller can let a sent
+        # request finish; the child is always awaited before this call returns, so
+        # nothing outlives it. (A plain asyncio task: a task group per create cost
+        # as much CPU as the rest of the create.)
+        attempt = asyncio.get_running_loop().create_task(
+            self._create_once(request, client_key, trace)
+        )
         try:
-            async with anyio.create_task_group() as group:
-                group.start_soon(attempt)
-                try:
-                    await finished.wait()
-                except anyio.get_cancelled_exc_class():
-                    cancelled = True
-                    if trace.headers_sent:
-                        shield.deadline = anyio.current_time() + grace
-                    else:
-                        shield.cancel()
-                    raise
-        finally:
-            if cancelled and on_abandoned is not None:
-                first = answer[0] if answer else None
-                task = first if isinstance(first, Task) else None
-                with anyio.CancelScope(shield=True):
-                    await on_abandoned(request, client_key, trace.headers_sent, task)
-        result = answer[0]
-        if isinstance(result, Exception):
-            raise result
-        return result
+            return await asyncio.shield(attempt)
+        except BaseException as exc:
+            if attempt.done() and not attempt.cancelled() and attempt.exception() is exc:
+                raise  # the create itself failed: its error is what is propagating
+            # The caller was cancelled (or interrupted) while the create was in flight.
+            with anyio.CancelScope(shield=True):
+                sent = trace.headers_sent
+                task = await _finish_abandoned(attempt, grace if sent else 0.0)
+                if on_abandoned is not None:
+                    await on_abandoned(request, client_key, sent, task)
+            raise
 
     async def _create_once(
         self, request: ImageRequest, client_key: str, trace: SimpleNamespace
