@@ -51,7 +51,9 @@ def decode_json(body: bytes) -> Any:
     JSON on the wire is UTF-8 (RFC 8259); a leading byte-order mark is tolerated.
     Invalid UTF-8 raises ``UnicodeDecodeError``, itself a ValueError.
     """
-    text = body.decode("utf-8-sig")
+    text = body.decode()
+    if text.startswith("\ufeff"):
+        text = text[1:]
     if not text.strip():
         raise ValueError("empty body")
     try:

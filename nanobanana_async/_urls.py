@@ -7,6 +7,7 @@ otherwise cross the network in clear text.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 import yarl
@@ -17,6 +18,7 @@ from ._responses import excerpt
 __all__ = ["check_base_url", "check_download_url", "is_loopback", "redacted"]
 
 
+@functools.lru_cache(maxsize=256)  # asked once per download, of a handful of hosts
 def is_loopback(host: str | None) -> bool:
     """True for ``localhost`` and loopback IP addresses, where plain http is harmless."""
     if not host:
