@@ -159,7 +159,7 @@ def profile(full: bool, pairs: int | None) -> list[Scenario]:
             (SDK_ADAPTIVE, SDK_FIXED2),
             (("sdk-adaptive", "sdk-fixed2"),),
             job_seconds=(8.0, 30.0),
-            waves=3,
+            waves=4,
             concurrent=True,
             time_limit=300,
         )

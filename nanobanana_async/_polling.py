@@ -119,15 +119,21 @@ class AdaptivePolling(PollingPolicy):
     The rule: with fewer than ``min_samples`` finished jobs of a model and
     resolution, the first poll comes ``interval`` (2 s) after create. Once
     enough have finished on this client, the first poll waits for the
-    ``quantile`` (default the 10th percentile) of their durations, estimated
-    from the last poll that still saw them unfinished so the guess errs
-    early. Durations are kept as a uniform sample of every finished job of
-    that kind (``history`` of them), not just the latest, since the latest
-    to finish in a batch are its slowest. After the first poll, polls come
-    every ``interval``. Each job's
-    first poll is shifted by up to ``jitter`` (a fraction) later, so thousands
-    of jobs created together do not poll in lockstep. No delay is ever
-    shorter than ``interval``.
+    ``quantile`` (default the 10th percentile) of their durations. A job's
+    duration is estimated as the midpoint between the last poll that saw it
+    unfinished and the first that saw it finished (unbiased when it may have
+    ended anywhere between them); one already finished at its first poll is
+    counted an ``interval`` before that poll, so the guess errs early.
+    Durations are kept as a uniform sample of every finished job of that
+    kind (``history`` of them), not just the latest, since the latest to
+    finish in a batch are its slowest. After the first poll, polls come
+    every ``interval``. Each job's first poll is shifted by up to ``jitter``
+    (a fraction) later, so thousands of jobs created together do not poll
+    in lockstep. No delay is ever shorter than ``interval``.
+
+    With job times uniform over 8-30 s, a warm client sends about 0.6x the
+    polls of a fixed 2 s poller for the same median delay in noticing a
+    finished job (``benchmarks/``, the polling scenario).
     """
 
     def __init__(
@@ -136,7 +142,7 @@ class AdaptivePolling(PollingPolicy):
         interval: float = SERVICE_MIN_INTERVAL,
         quantile: float = 0.1,
         min_samples: int = 3,
-        history: int = 256,
+        history: int = 1024,
         jitter: float = 0.1,
         seed: int | None = None,
     ) -> None:
@@ -179,15 +185,18 @@ class AdaptivePolling(PollingPolicy):
         return self.interval
 
     def observe(self, kind: JobKind, *, last_pending: float | None, finished: float) -> None:
-        """Record the job's duration, erring early.
+        """Record the job's duration.
 
-        A job seen unfinished is recorded at its last unfinished sighting. A job
-        the first poll already found finished may have ended long before, so it
-        is recorded one interval earlier: if more jobs than the quantile finish
-        before their first poll, the learned first delay shrinks instead of
-        creeping up.
+        A job seen unfinished is recorded midway between its last unfinished
+        and its finished sighting. A job the first poll already found finished
+        may have ended long before, so it is recorded one interval earlier: if
+        more jobs than the quantile finish before their first poll, the learned
+        first delay shrinks instead of creeping up.
         """
-        estimate = last_pending if last_pending is not None else max(0.0, finished - self.interval)
+        if last_pending is not None:
+            estimate = (last_pending + finished) / 2.0
+        else:
+            estimate = max(0.0, finished - self.interval)
         samples = self._durations.get(kind)
         if samples is None:
             samples = self._durations[kind] = _Reservoir(self.history, drift=16 * self.history)
