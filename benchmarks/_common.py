@@ -17,6 +17,7 @@ the orchestrator (``run.py``) can read them whatever the process printed.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import errno
@@ -179,6 +180,17 @@ def server_ports(info: dict[str, Any]) -> list[int]:
         if port is not None:
             ports.append(port)
     return ports
+
+
+def client_parser(doc: str, *, jobs_help: str, cap_help: str) -> argparse.ArgumentParser:
+    """The options every client process takes: server, result file, workload, time limit."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--ready-file", required=True)
+    parser.add_argument("--result", required=True)
+    parser.add_argument("-n", type=int, required=True, help=jobs_help)
+    parser.add_argument("--cap", type=int, required=True, help=cap_help)
+    parser.add_argument("--max-seconds", type=float, default=600.0)
+    return parser
 
 
 def read_ready_file(path: str | os.PathLike[str]) -> dict[str, Any]:

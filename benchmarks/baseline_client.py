@@ -28,18 +28,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
-from _common import Window, classify_error, read_ready_file, server_ports, tcp_sockets, write_result
+from _common import (
+    Window,
+    classify_error,
+    client_parser,
+    read_ready_file,
+    server_ports,
+    tcp_sockets,
+    write_result,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ready-file", required=True)
-    parser.add_argument("--result", required=True)
-    parser.add_argument("-n", type=int, required=True, help="number of jobs")
-    parser.add_argument("--cap", type=int, required=True, help="jobs in flight at most")
+    parser = client_parser(__doc__, jobs_help="number of jobs", cap_help="jobs in flight at most")
     parser.add_argument("--poll-interval", type=float, default=0.5)
     parser.add_argument("--pool", action="store_true", help="lazily fed workers, not gather")
-    parser.add_argument("--max-seconds", type=float, default=600.0)
     return parser
 
 

@@ -127,30 +127,25 @@ class Scenario:
         return f"{self.name} n={self.n:,} cap={self.cap:,}"
 
 
+def _throughput(
+    n: int, cap: int, *, pairs: int, time_limit: float, with_pool: bool = False
+) -> Scenario:
+    """SDK against the baseline (and, ``with_pool``, the lazily fed worker-pool baseline)."""
+    sides = (BASELINE, SDK, BASELINE_POOL) if with_pool else (BASELINE, SDK)
+    compared = [("sdk", "baseline")] + ([("sdk", "baseline-pool")] if with_pool else [])
+    return Scenario(
+        "throughput", n, cap, sides, tuple(compared), pairs=pairs, time_limit=time_limit
+    )
+
+
 def profile(full: bool, pairs: int | None) -> list[Scenario]:
     """The scenarios of the quick or the full profile."""
     quick_pairs = pairs if pairs is not None else 3
     full_pairs = pairs if pairs is not None else 1
     if not full:
         throughput = [
-            Scenario(
-                "throughput",
-                1000,
-                100,
-                (BASELINE, SDK, BASELINE_POOL),
-                (("sdk", "baseline"), ("sdk", "baseline-pool")),
-                pairs=quick_pairs,
-                time_limit=120,
-            ),
-            Scenario(
-                "throughput",
-                1000,
-                1000,
-                (BASELINE, SDK),
-                (("sdk", "baseline"),),
-                pairs=quick_pairs,
-                time_limit=120,
-            ),
+            _throughput(1000, 100, pairs=quick_pairs, time_limit=120, with_pool=True),
+            _throughput(1000, 1000, pairs=quick_pairs, time_limit=120),
         ]
         polling = Scenario(
             "polling",
@@ -165,27 +160,9 @@ def profile(full: bool, pairs: int | None) -> list[Scenario]:
         )
         return [*throughput, polling, _journal()]
     throughput = [
-        Scenario(
-            "throughput",
-            10_000,
-            100,
-            (BASELINE, SDK, BASELINE_POOL),
-            (("sdk", "baseline"), ("sdk", "baseline-pool")),
-            pairs=full_pairs,
-            time_limit=900,
-        ),
-        *(
-            Scenario(
-                "throughput",
-                10_000,
-                cap,
-                (BASELINE, SDK),
-                (("sdk", "baseline"),),
-                pairs=full_pairs,
-                time_limit=600,
-            )
-            for cap in (1000, 10_000)
-        ),
+        _throughput(10_000, 100, pairs=full_pairs, time_limit=900, with_pool=True),
+        _throughput(10_000, 1000, pairs=full_pairs, time_limit=600),
+        _throughput(10_000, 10_000, pairs=full_pairs, time_limit=600),
     ]
     scale = Scenario(
         "rss-scale",
@@ -223,15 +200,7 @@ def _with_policy(scenario: Scenario, spec: str) -> Scenario:
 
 def _custom(spec: str, pairs: int | None) -> Scenario:
     n, _, cap = spec.partition(":")
-    return Scenario(
-        "throughput",
-        int(n),
-        int(cap),
-        (BASELINE, SDK),
-        (("sdk", "baseline"),),
-        pairs=pairs or 1,
-        time_limit=1800,
-    )
+    return _throughput(int(n), int(cap), pairs=pairs or 1, time_limit=1800)
 
 
 def _journal() -> Scenario:

@@ -28,7 +28,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from _common import Window, classify_error, read_ready_file, server_ports, tcp_sockets, write_result
+from _common import (
+    Window,
+    classify_error,
+    client_parser,
+    read_ready_file,
+    server_ports,
+    tcp_sockets,
+    write_result,
+)
 
 from nanobanana_async import (
     AdaptivePolling,
@@ -56,17 +64,12 @@ def _policy(text: str) -> PollingPolicy:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ready-file", required=True)
-    parser.add_argument("--result", required=True)
-    parser.add_argument("-n", type=int, required=True, help="jobs per wave")
-    parser.add_argument("--cap", type=int, required=True, help="max_concurrency")
+    parser = client_parser(__doc__, jobs_help="jobs per wave", cap_help="max_concurrency")
     parser.add_argument(
         "--polling", default="fixed:0.5", help="adaptive[:NAME=VALUE,...], or fixed:SECONDS"
     )
     parser.add_argument("--waves", type=int, default=1)
     parser.add_argument("--no-download", action="store_true", help="download=False")
-    parser.add_argument("--max-seconds", type=float, default=600.0)
     parser.add_argument("--cprofile", metavar="FILE", help="write a cProfile of the run here")
     return parser
 

@@ -18,7 +18,7 @@ import contextlib
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import anyio
 import attrs
@@ -54,6 +54,10 @@ FATAL_ERRORS = (
 Inputs = Iterable[ImageRequest | str] | AsyncIterable[ImageRequest | str]
 
 
+#: What the input's iterator gives back once it has nothing more.
+_END: Final = object()
+
+
 class _InputFeed:
     """Hands out ``(index, item)`` pairs from a sync or async iterable, one at a time."""
 
@@ -74,39 +78,33 @@ class _InputFeed:
         self.exhausted = False
 
     async def next(self) -> tuple[int, Any] | None:
-        if self._async is None:
+        if self._sync is not None:
             # A worker handed a window slot just as the batch was cancelled must not pull.
             await anyio.lowlevel.checkpoint_if_cancelled()
-            return self._pull()
+            if self.exhausted:
+                return None
+            try:
+                item = next(self._sync, _END)
+            except BaseException:
+                self.exhausted = True
+                raise
+            return self._numbered(item)
+        assert self._async is not None
         async with self._lock:
             await anyio.lowlevel.checkpoint_if_cancelled()  # as above, for the lock
             if self.exhausted:
                 return None
             try:
-                item = await anext(self._async)
-            except StopAsyncIteration:
-                self.exhausted = True
-                return None
+                item = await anext(self._async, _END)
             except BaseException:
                 self.exhausted = True
                 raise
             return self._numbered(item)
 
-    def _pull(self) -> tuple[int, Any] | None:
-        assert self._sync is not None
-        if self.exhausted:
-            return None
-        try:
-            item = next(self._sync)
-        except StopIteration:
+    def _numbered(self, item: object) -> tuple[int, Any] | None:
+        if item is _END:
             self.exhausted = True
             return None
-        except BaseException:
-            self.exhausted = True
-            raise
-        return self._numbered(item)
-
-    def _numbered(self, item: object) -> tuple[int, Any]:
         index = self._next_index
         self._next_index += 1
         return index, item
