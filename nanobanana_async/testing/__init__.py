@@ -26,6 +26,11 @@ string), ``[fail-object]`` (error as an object), ``[no-url]`` (completed with
 no image URL), ``[never]`` (processing forever), ``[expired]`` (its URL answers
 410).
 
+With ``state_path``, the simulator appends each task to a JSON-lines file and
+a later simulator on the same file answers for those tasks again, so work
+interrupted in one process resumes in the next (``nanobanana run --simulate``
+keeps it in its output folder).
+
 Run it standalone with ``python -m nanobanana_async.testing --help``.
 
 In pytest, the ``nanobanana_simulator`` fixture (registered by this package's

@@ -6,7 +6,8 @@ the SDK's environment variables, and runs until SIGINT or SIGTERM. With
 once listening, so a test or benchmark that starts it as a subprocess knows
 when and where to connect. ``--fault-rates reset=0.05,server_error=0.05``
 injects seeded random faults (see ``FaultQueues.set_rates``); their counts are
-served at ``{base_url}/_sim/faults``.
+served at ``{base_url}/_sim/faults``. ``--state PATH`` keeps the tasks in a
+file, so a simulator restarted on it still answers for them.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fault-seed", type=int, default=0, help="seed of the random faults (default 0)"
     )
+    parser.add_argument(
+        "--state", type=Path, metavar="PATH", help="keep the tasks in this file across restarts"
+    )
     return parser
 
 
@@ -111,6 +115,7 @@ async def _serve(args: argparse.Namespace) -> None:
         image_long_side=args.image_size,
         port=args.port,
         file_port=args.file_port,
+        state_path=args.state,
     )
     if args.fault_rates:
         simulator.faults.set_rates(seed=args.fault_seed, **args.fault_rates)

@@ -65,6 +65,7 @@ def task_summary(task: SimTask, now: float) -> dict[str, object]:
     """One task's record for ``/_sim/tasks`` (monotonic times of the simulator's machine)."""
     return {
         "id": task.id,
+        "prompt": task.request.get("prompt"),
         "model": task.model,
         "resolution": task.resolution,
         "size": task.size,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Literal, Self
 
 from aiohttp import web
@@ -15,6 +17,7 @@ from ._delivery import Delivery
 from ._faults import FaultQueues
 from ._files import FileHost
 from ._latency import LatencyProfile
+from ._persist import StateFile
 from ._png import ImageCache
 from ._state import SimState, SimTask
 
@@ -55,6 +58,13 @@ class Simulator:
     latency profile, serves real PNGs, injects scheduled faults
     (``faults.push``) and counts everything in ``counters``. Use it as an async
     context manager, or call ``start()`` and ``aclose()``.
+
+    With ``state_path``, its tasks outlive the process: each task is appended
+    to that JSON-lines file before its create is answered, and a simulator
+    started later on the same file knows those tasks again (their status
+    follows the wall clock, their images come from its own file host). The
+    counters still count only this instance's requests. A file that is not
+    such a state file raises ConfigurationError on ``start()``.
     """
 
     def __init__(
@@ -71,6 +81,7 @@ class Simulator:
         file_port: int = 0,
         keepalive_timeout: float = 75.0,
         record_requests: bool = True,
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
         if not api_key or any(ch.isspace() for ch in api_key):
             raise ValueError("api_key must be a non-empty string without whitespace")
@@ -79,6 +90,7 @@ class Simulator:
         self._base_path = _normalise_base_path(base_path)
         self._ports = (port, file_port)
         self._keepalive_timeout = keepalive_timeout
+        self._state_path = None if state_path is None else Path(state_path)
         self._state = SimState(
             api_key=api_key,
             latency=latency if latency is not None else LatencyProfile.fast(),
@@ -117,6 +129,9 @@ class Simulator:
         delivery = Delivery(closing)
         state = self._state
         try:
+            if self._state_path is not None:
+                state.state_file, loaded = StateFile.load(self._state_path)
+                state.tasks.update((task.id, task) for task in loaded)
             file_port = await self._listen(
                 FileHost(state, self._faults, delivery, self._images), self._ports[1]
             )
@@ -155,6 +170,8 @@ class Simulator:
                 await runner.cleanup()
         finally:
             self._servers.clear()
+            if self._state.state_file is not None:
+                self._state.state_file.close()
 
     def _open_connections(self) -> int:
         return sum(len(server.connections) for server in self._servers)
@@ -195,7 +212,7 @@ class Simulator:
 
     @property
     def tasks(self) -> dict[str, SimTask]:
-        """Every task created, by id."""
+        """Every task created, by id (with those loaded from ``state_path``)."""
         return self._state.tasks
 
     @property

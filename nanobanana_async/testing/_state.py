@@ -11,12 +11,15 @@ import math
 import random
 import time
 from collections.abc import Mapping
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import attrs
 
 from ._counters import Origin, RecordedRequest, RequestKind, SimulatorCounters
 from ._latency import LatencyProfile
+
+if TYPE_CHECKING:
+    from ._persist import StateFile
 
 Outcome: TypeAlias = Literal["completed", "failed", "no_url", "never", "expired"]
 TaskStatus: TypeAlias = Literal["queued", "processing", "completed", "failed"]
@@ -109,6 +112,8 @@ class SimState:
     requests: list[RecordedRequest] = attrs.Factory(list)
     tasks: dict[str, SimTask] = attrs.Factory(dict)
     file_host_url: str = ""
+    state_file: StateFile | None = None
+    """Where each new task is written before its create is answered (None: memory only)."""
 
     def record(
         self, origin: Origin, method: str, path: str, headers: Mapping[str, str], kind: RequestKind
@@ -154,6 +159,8 @@ class SimState:
             outcome=outcome,
             error=error,
         )
+        if self.state_file is not None:
+            self.state_file.append(task)
         self.tasks[task.id] = task
         self.counters.creates += 1
         if self.balance is not None:
