@@ -13,20 +13,16 @@ from typing import TYPE_CHECKING, Final, Self
 import anyio
 
 from ._download import DEFAULT_MAX_IMAGE_BYTES, Downloader
-from ._errors import (
-    ClientClosedError,
-    ConfigurationError,
-    TaskFailedError,
-    UsageError,
-)
+from ._errors import ConfigurationError, TaskFailedError, UsageError
 from ._http import API_KEY_ENV, DEFAULT_BASE_URL, HTTPClient, Timeouts
 from ._jobs import BatchOptions, JobRunner
-from ._journal import Journal, SQLiteJournal
+from ._journal import Journal
 from ._models import ImageRequest, ImageResult, Task, TaskStatus, validate_task_id
 from ._polling import AdaptivePolling, PollingPolicy
 from ._resume import BatchJournal
 from ._retry import Retrier, RetryPolicy
 from ._scheduler import OutcomeStream
+from ._sqlite_journal import SQLiteJournal
 from ._urls import check_base_url
 
 if TYPE_CHECKING:
@@ -79,6 +75,10 @@ class NanoBanana:
     to non-loopback hosts unless ``allow_insecure_http=True``; proxy variables
     are honoured only with ``trust_env=True``; ``resolver`` is an aiohttp DNS
     resolver to use instead of the system's.
+
+    A client belongs to the event loop it is first used in (a call from
+    another raises ``UsageError``); once closed, every call raises
+    ``ClientClosedError``: create a new client instead.
     """
 
     def __init__(
@@ -142,10 +142,9 @@ class NanoBanana:
         )
 
     async def __aenter__(self) -> Self:
+        self._http.check_usable()
         if self._task_group is not None:
             raise UsageError("this NanoBanana client is already open in an 'async with' block")
-        if self.closed:
-            raise ClientClosedError("the client is closed; create a new NanoBanana to continue")
         group = anyio.create_task_group()
         await group.__aenter__()
         self._task_group = group
@@ -170,7 +169,11 @@ class NanoBanana:
                 await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool. Safe to call twice; the client cannot be used afterwards."""
+        """Close the connection pool. Safe to call twice; the client cannot be used afterwards.
+
+        Called from another event loop than the client's, it raises ``UsageError``
+        while the client's own loop is still open (close it there).
+        """
         await self._http.aclose()
 
     @property
@@ -185,10 +188,12 @@ class NanoBanana:
         refused locally with ``InvalidRequestError``. A create whose answer was
         lost raises ``SubmissionUncertainError`` and is never resent.
         """
+        self._http.check_usable()
         return await self._runner.create(as_request(request))
 
     async def get_task(self, task_id: str) -> Task:
         """Query a task's status once."""
+        self._http.check_usable()
         return await self._http.query(validate_task_id(task_id))
 
     async def wait(self, task: Task | str, *, timeout: float | None = None) -> Task:
@@ -198,6 +203,7 @@ class NanoBanana:
         carries the id and last status, and the task may still finish: call
         ``wait`` again to resume.
         """
+        self._http.check_usable()
         if isinstance(task, Task):
             return await self._runner.wait(task.id, (task.model, None), timeout, task.status)
         return await self._runner.wait(validate_task_id(task), (None, None), timeout, None)
@@ -217,6 +223,7 @@ class NanoBanana:
         Raises ``TaskFailedError`` (with the task id and the service's reason)
         when generation fails, and ``TaskTimeoutError`` past ``timeout``.
         """
+        self._http.check_usable()  # before the job slot: a semaphore of the client's own loop
         if isinstance(prompt, ImageRequest):
             request = prompt
         else:
@@ -254,18 +261,28 @@ class NanoBanana:
         ``requests`` is a sync or async iterable of ``ImageRequest`` or prompt
         strings, read lazily (about ``max_concurrency`` ahead). Outcomes come in
         completion order, or input order with ``ordered=True``. With
-        ``save_to`` each image is saved there as ``{index:05d}-{prompt-slug}.{ext}``;
-        otherwise its bytes are on ``outcome.data`` (or only the URL on
-        ``outcome.task`` with ``download=False``). A failed job is an outcome
-        with ``error``, never an exception that ends the stream. ``timeout``
-        bounds each job's wait.
+        ``save_to`` each image is saved there as ``{prompt-slug}-{hash}.{ext}``
+        (``hash``: the start of the request's fingerprint; a repeated identical
+        request gets ``-2``, ``-3``, ...), a name that does not change when the
+        input's lines move; otherwise its bytes are on ``outcome.data`` (or only
+        the URL on ``outcome.task`` with ``download=False``). A failed job is an
+        outcome with ``error``, never an exception that ends the stream; an
+        exception raised by ``requests`` itself ends it once the jobs already
+        created have delivered their outcomes (inputs pulled but not yet sent
+        are dropped). ``timeout`` bounds each job's wait.
 
         ``journal`` (a path to a SQLite file, or a ``Journal``) records every
         step durably, so rerunning the same call after a crash resumes it:
-        saved inputs come back from the journal without a request, submitted
-        ones are re-polled, and inputs whose create may have been billed unseen
-        come back as ``SubmissionUncertainError`` unless ``resubmit_uncertain``.
+        inputs are known by what they ask for, not their position, so lines
+        may be inserted, deleted, reordered or duplicated between runs and
+        only new inputs are sent. Saved inputs come back from the journal
+        without a request, submitted ones are re-polled, and inputs whose
+        create may have been billed unseen come back as
+        ``SubmissionUncertainError`` unless ``resubmit_uncertain``. A journal
+        path is locked, with the ``save_to`` folder, while the batch runs: a
+        second batch on either gets ``JournalLockedError``.
         """
+        self._http.check_usable()
         in_memory = save_to is None and download
         options = BatchOptions(
             save_to=Path(save_to) if save_to is not None else None,
@@ -276,17 +293,21 @@ class NanoBanana:
         )
         batch_journal = None
         if journal is not None:
-            store = journal if isinstance(journal, Journal) else SQLiteJournal(journal)
+            store = (
+                journal if isinstance(journal, Journal) else SQLiteJournal(journal, folder=save_to)
+            )
             batch_journal = BatchJournal(store, resubmit_uncertain=resubmit_uncertain)
         return OutcomeStream(self, requests, options, ordered, batch_journal)
 
     async def read_image(self, task: Task) -> bytes:
         """Download a completed task's image into memory (used by ``ImageResult.read``)."""
+        self._http.check_usable()
         return await self._runner.read(task)
 
     async def save_image(
         self, task: Task, destination: str | os.PathLike[str], *, overwrite: bool = False
     ) -> Path:
         """Save a completed task's image to disk (used by ``ImageResult.save``)."""
+        self._http.check_usable()
         saved = await self._runner.save(task, destination, overwrite=overwrite)
         return saved.path

@@ -102,6 +102,10 @@ class HTTPClient:
         """True once ``aclose()`` has run."""
         return self._sessions.closed
 
+    def check_usable(self) -> None:
+        """Raise ClientClosedError once closed, UsageError from another loop than the client's."""
+        self._sessions.check_usable()
+
     def _require_key(self) -> None:
         """The API sessions send the key themselves; without one, fail before any request."""
         if self._key is None:

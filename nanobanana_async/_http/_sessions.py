@@ -9,20 +9,32 @@ again); the download session never sees it. No session ever
 trusts the environment wholesale: aiohttp would also read ``~/.netrc`` and
 add credentials. Proxies from the environment, when the user opts in, are
 applied per request.
+
+Sessions, connectors and the client's limits are bound to an event loop, so
+a client belongs to the loop it is first used in: a call from any other loop
+is refused with a UsageError instead of failing inside asyncio.
 """
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 
 import aiohttp
 import yarl
 
-from .._errors import ClientClosedError
+from .._errors import ClientClosedError, UsageError
 from ._config import USER_AGENT, Secret, Timeouts
 from ._wire import on_headers_sent
 
 __all__ = ["Sessions"]
+
+CLOSED = "the client is closed and cannot be reopened; create a new NanoBanana to continue"
+OTHER_LOOP = (
+    "this NanoBanana client belongs to the event loop it was first used in and cannot be "
+    "used from another one (such as a second asyncio.run); create a NanoBanana in the "
+    "coroutine that uses it: 'async with NanoBanana(...) as client'"
+)
 
 
 class Sessions:
@@ -51,11 +63,24 @@ class Sessions:
         self.traced_session: aiohttp.ClientSession | None = None
         self.download_session: aiohttp.ClientSession | None = None
         self.closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def check_usable(self) -> None:
+        """Refuse a closed client, or a call from another loop than the one the client is in.
+
+        The client's first call binds it to the running loop.
+        """
+        if self.closed:
+            raise ClientClosedError(CLOSED)
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            raise UsageError(OTHER_LOOP)
 
     def session(self, *, downloads: bool = False) -> aiohttp.ClientSession:
         """The API session, or the download session (separate pools, separate limits)."""
-        if self.closed:
-            raise ClientClosedError("the client is closed; create a new NanoBanana to continue")
+        self.check_usable()
         if downloads:
             if self.download_session is None:
                 self.download_session = self._new_session(
@@ -129,7 +154,23 @@ class Sessions:
         return self._proxies.get(url.scheme)
 
     async def aclose(self) -> None:
-        """Close every session and connection; safe to call more than once."""
+        """Close every session and connection; safe to call more than once.
+
+        From another loop than the client's own: once that loop has ended, this
+        only marks the client closed (its connections went with that loop);
+        while that loop is still open, the client must be closed there.
+        """
+        owner = self._loop
+        if (
+            not self.closed
+            and owner is not None
+            and not owner.is_closed()
+            and owner is not asyncio.get_running_loop()
+        ):
+            raise UsageError(
+                "this NanoBanana client belongs to another event loop, which is still open; "
+                "close it in that loop"
+            )
         self.closed = True
         # The traced session borrows the API connector: close it before its owner.
         sessions = (self.traced_session, self.api_session, self.download_session)
