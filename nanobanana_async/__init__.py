@@ -23,8 +23,8 @@ from ._errors import (
     DownloadTimeoutError,
     InsufficientBalanceError,
     InvalidRequestError,
-    JournalConflictError,
     JournalError,
+    JournalLockedError,
     MalformedResponseError,
     NanoBananaError,
     NetworkError,
@@ -40,11 +40,12 @@ from ._errors import (
     UsageError,
 )
 from ._http import DEFAULT_BASE_URL, Timeouts
-from ._journal import Journal, JournalEntry, JournalState, SQLiteJournal
+from ._journal import Journal, JournalEntry, JournalState, request_fingerprint
 from ._models import ImageRequest, ImageResult, Outcome, Task, TaskStatus
 from ._polling import AdaptivePolling, FixedPolling, PollingPolicy
 from ._retry import Backoff, RetryPolicy
 from ._scheduler import OutcomeStream
+from ._sqlite_journal import SQLiteJournal, read_journal
 from ._vocabulary import MODELS, RESOLUTIONS, SIZES
 
 __version__ = "0.1.0"
@@ -71,9 +72,9 @@ __all__ = [
     "InsufficientBalanceError",
     "InvalidRequestError",
     "Journal",
-    "JournalConflictError",
     "JournalEntry",
     "JournalError",
+    "JournalLockedError",
     "JournalState",
     "MalformedResponseError",
     "NanoBanana",
@@ -98,6 +99,8 @@ __all__ = [
     "UnsafeURLError",
     "UsageError",
     "__version__",
+    "read_journal",
+    "request_fingerprint",
     "sniff_image",
 ]
 

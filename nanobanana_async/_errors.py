@@ -22,7 +22,7 @@
     ├── TaskTimeoutError (TimeoutError)        waiting for a task ran past its deadline
     ├── ResultExpiredError                     the image URL expired before it was downloaded
     ├── JournalError                           the batch journal cannot be used
-    │   └── JournalConflictError               an input differs from what the journal recorded
+    │   └── JournalLockedError                 another run holds the journal or the output folder
     └── DownloadError                          the image could not be fetched or stored safely
         ├── DownloadTimeoutError (TimeoutError)  the download stalled past its deadline
         ├── UnsafeURLError                     an image URL the SDK refuses to fetch (scheme, host)
@@ -300,18 +300,19 @@ class JournalError(NanoBananaError):
     """The journal cannot be used: not a journal, corrupted, or from an incompatible version."""
 
 
-class JournalConflictError(JournalError):
-    """Input ``index`` is not the request the journal recorded for it (the input file changed).
+class JournalLockedError(JournalError):
+    """Another run (in this process or another) holds the journal or the output folder.
 
-    Nothing is sent for it: mixing two versions of a batch in one folder
-    would hide which image answers which prompt.
+    One writer per journal and folder: two runs at once would pay twice for
+    the same inputs and overwrite each other's files. ``path`` is what is
+    locked; ``holder`` describes the process holding it, when known.
     """
 
-    def __init__(self, index: int, *, was: object, now: str) -> None:
-        self.index = index
-        self.was = was
-        self.now = now
+    def __init__(self, path: str, *, holder: str | None) -> None:
+        self.path = path
+        self.holder = holder
+        by = f" by {holder}" if holder else ""
         super().__init__(
-            f"input {index} changed since the journal recorded it (was {was!r}, now {now!r}); "
-            "use a new output folder or journal for the edited input"
+            f"{path} is in use{by}; wait for that run to finish (or stop it), or use "
+            "another folder or journal"
         )

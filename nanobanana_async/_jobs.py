@@ -31,7 +31,6 @@ from ._errors import (
 )
 from ._http import AbandonedCreate, HTTPClient
 from ._models import ImageRequest, Outcome, Task, TaskStatus
-from ._naming import file_stem
 from ._polling import JobKind, PollingPolicy
 from ._retry import Retrier
 
@@ -205,17 +204,24 @@ class JobRunner:
         *,
         recorder: JobRecorder | None = None,
         resume: Task | None = None,
-    ) -> Outcome:
+        stem: str | None = None,
+        may_create: Callable[[], bool] = lambda: True,
+    ) -> Outcome | None:
         """One batch job from create to a fetched image; every failure becomes the outcome.
 
         ``recorder`` hears of each step as it happens (the journal); ``resume``
         is the task a previous run already created, so no new create is sent.
+        ``stem`` names the saved file. ``may_create`` is asked once a job slot
+        is held, just before the create: when it says no, nothing is sent and
+        the result is None.
         """
         record = recorder or _NO_RECORD
         task = resume
         try:
             async with self.jobs:
                 if task is None:
+                    if not may_create():
+                        return None
                     task = await self._create_recorded(request, record)
                 if task.status is not TaskStatus.COMPLETED or task.image_url is None:
                     task = await self.wait(
@@ -233,7 +239,7 @@ class JobRunner:
                         task,
                         options.save_to,
                         overwrite=options.overwrite,
-                        stem=file_stem(index, request.prompt),
+                        stem=stem,
                         adopt_identical=True,
                     )
                     await record.saved(task, saved)

@@ -8,6 +8,7 @@ from typing import Final
 
 _NOT_SLUG: Final = re.compile(r"[^a-z0-9]+")
 SLUG_LENGTH: Final = 40
+FINGERPRINT_LENGTH: Final = 8
 
 
 def slugify(text: str, limit: int = SLUG_LENGTH) -> str:
@@ -20,6 +21,13 @@ def slugify(text: str, limit: int = SLUG_LENGTH) -> str:
     return slug or "image"
 
 
-def file_stem(index: int, prompt: str) -> str:
-    """The file name, without extension, of input ``index``: ``00042-a-red-fox``."""
-    return f"{index:05d}-{slugify(prompt)}"
+def file_stem(prompt: str, fingerprint: str, occurrence: int = 0) -> str:
+    """The file name, without extension, of one input: ``a-red-fox-3f2a9c1e``.
+
+    Built from what the input asks for (a slug of the prompt and the start of
+    its request's fingerprint), never from its position, so an image keeps its
+    name when lines move. The second and later occurrences of an identical
+    request get ``-2``, ``-3``, ...
+    """
+    stem = f"{slugify(prompt)}-{fingerprint[:FINGERPRINT_LENGTH]}"
+    return stem if occurrence == 0 else f"{stem}-{occurrence + 1}"

@@ -19,12 +19,12 @@ import attrs
 
 from ._download import SavedImage
 from ._errors import (
-    JournalConflictError,
     NanoBananaError,
     SubmissionUncertainError,
     TaskFailedError,
+    TaskNotFoundError,
 )
-from ._journal import URL_LIFETIME, Journal, JournalEntry, JournalState, request_fingerprint
+from ._journal import URL_LIFETIME, Journal, JournalEntry, JournalState
 from ._models import ImageRequest, Outcome, Task, TaskStatus
 
 __all__ = ["BatchJournal", "Resume"]
@@ -85,8 +85,15 @@ class EntryRecorder:
             )
 
     async def errored(self, error: NanoBananaError) -> None:
-        """Keep the state (a rerun continues from it) but say why this run stopped there."""
-        await self._put(error_type=type(error).__name__, error=str(error))
+        """Say why this run stopped there; the state stays, so a rerun continues from it.
+
+        A task the service no longer knows (a persistent 404) is final: a rerun
+        would only meet the same 404, so the row says failed.
+        """
+        changes: dict[str, object] = {"error_type": type(error).__name__, "error": str(error)}
+        if isinstance(error, TaskNotFoundError):
+            changes["state"] = JournalState.FAILED
+        await self._put(**changes)
 
     async def saved(self, task: Task, saved: SavedImage) -> None:
         """On disk, with the file's hash."""
@@ -107,21 +114,22 @@ class BatchJournal:
         self.journal = journal
         self.resubmit_uncertain = resubmit_uncertain
 
-    async def plan(self, index: int, request: ImageRequest) -> Resume:
-        """Look up input ``index`` and say what to do with it."""
-        fingerprint = request_fingerprint(request)
-        entry = await self.journal.get(index)
+    async def plan(
+        self, index: int, request: ImageRequest, fingerprint: str, occurrence: int
+    ) -> Resume:
+        """Look up this input (by what it asks for) and say what to do with it."""
+        entry = await self.journal.get(fingerprint, occurrence)
         if entry is None or entry.state is JournalState.PENDING:
             fresh = JournalEntry(
                 index=index,
                 request_hash=fingerprint,
+                occurrence=occurrence,
                 request=request.to_payload(),
                 state=JournalState.PENDING,
             )
             return Resume(recorder=EntryRecorder(self.journal, fresh))
-        if entry.request_hash != fingerprint:
-            error = JournalConflictError(index, was=entry.request.get("prompt"), now=request.prompt)
-            return Resume(outcome=Outcome(request=request, index=index, error=error))
+        if entry.index != index:
+            entry = attrs.evolve(entry, index=index)  # written with the input's new position
         return await self._resume(index, request, entry)
 
     async def _resume(self, index: int, request: ImageRequest, entry: JournalEntry) -> Resume:
@@ -149,6 +157,13 @@ class BatchJournal:
         if state in (JournalState.COMPLETED, JournalState.SUBMITTED):
             return Resume(task=_task_of(entry), recorder=recorder, resumed_from=entry.state.value)
         if state is JournalState.FAILED:
+            if entry.error_type == TaskNotFoundError.__name__:
+                lost = "the service did not know this task on a previous run"
+                return answer(
+                    error=TaskNotFoundError(
+                        lost, status=404, operation="query", task_id=entry.task_id
+                    )
+                )
             failed = Task(
                 id=entry.task_id or "unknown", status=TaskStatus.FAILED, error=entry.error
             )

@@ -35,7 +35,9 @@ from ._errors import (
     UsageError,
 )
 from ._jobs import BatchOptions
+from ._journal import request_fingerprint
 from ._models import ImageRequest, Outcome
+from ._naming import file_stem
 from ._resume import BatchJournal, Resume
 
 if TYPE_CHECKING:
@@ -54,14 +56,46 @@ FATAL_ERRORS = (
 Inputs = Iterable[ImageRequest | str] | AsyncIterable[ImageRequest | str]
 
 
+#: Seconds a cancelled consumer waits, at most, for its batch to wind down.
+_WIND_DOWN: Final = 30.0
+
 #: What the input's iterator gives back once it has nothing more.
 _END: Final = object()
 
 
-class _InputFeed:
-    """Hands out ``(index, item)`` pairs from a sync or async iterable, one at a time."""
+class _Input:
+    """One pulled input: its position, its request (or why it is not one) and its identity."""
 
-    def __init__(self, inputs: Inputs) -> None:
+    __slots__ = ("error", "fingerprint", "index", "occurrence", "request")
+
+    def __init__(self, index: int, item: object, occurrences: dict[str, int] | None) -> None:
+        self.index = index
+        self.request: ImageRequest | None = None
+        self.error: InvalidRequestError | None = None
+        self.fingerprint = ""
+        self.occurrence = 0
+        try:
+            self.request = _as_request(item)
+        except InvalidRequestError as exc:
+            self.error = exc
+            return
+        if occurrences is not None:
+            self.fingerprint = request_fingerprint(self.request)
+            self.occurrence = occurrences.get(self.fingerprint, 0)
+            occurrences[self.fingerprint] = self.occurrence + 1
+
+
+class _InputFeed:
+    """Hands out inputs from a sync or async iterable, one at a time, numbered in order.
+
+    With ``identify``, each input is also told which occurrence of its request
+    it is; that count is taken as the input is pulled, so it follows input
+    order whatever order the jobs then run in. ``occurrences`` is what the
+    whole input asked for once it is exhausted. An exception raised by the
+    iterable ends the feed; it is kept in ``error`` for the consumer.
+    """
+
+    def __init__(self, inputs: Inputs, *, identify: bool) -> None:
         self._sync: Iterator[Any] | None = None
         self._async: AsyncIterator[Any] | None = None
         if isinstance(inputs, AsyncIterable):
@@ -75,9 +109,11 @@ class _InputFeed:
             )
         self._lock = asyncio.Lock()  # only async inputs need it: next() on a sync one never yields
         self._next_index = 0
+        self.occurrences: dict[str, int] | None = {} if identify else None
         self.exhausted = False
+        self.error: Exception | None = None
 
-    async def next(self) -> tuple[int, Any] | None:
+    async def next(self) -> _Input | None:
         if self._sync is not None:
             # A worker handed a window slot just as the batch was cancelled must not pull.
             await anyio.lowlevel.checkpoint_if_cancelled()
@@ -85,9 +121,9 @@ class _InputFeed:
                 return None
             try:
                 item = next(self._sync, _END)
-            except BaseException:
-                self.exhausted = True
-                raise
+            except BaseException as exc:
+                self._failed(exc)
+                return None
             return self._numbered(item)
         assert self._async is not None
         async with self._lock:
@@ -96,18 +132,24 @@ class _InputFeed:
                 return None
             try:
                 item = await anext(self._async, _END)
-            except BaseException:
-                self.exhausted = True
-                raise
+            except BaseException as exc:
+                self._failed(exc)
+                return None
             return self._numbered(item)
 
-    def _numbered(self, item: object) -> tuple[int, Any] | None:
+    def _failed(self, exc: BaseException) -> None:
+        self.exhausted = True
+        if not isinstance(exc, Exception):
+            raise exc  # cancellation, KeyboardInterrupt and the like go on as they are
+        self.error = exc
+
+    def _numbered(self, item: object) -> _Input | None:
         if item is _END:
             self.exhausted = True
             return None
         index = self._next_index
         self._next_index += 1
-        return index, item
+        return _Input(index, item, self.occurrences)
 
 
 def _as_request(item: object) -> ImageRequest:
@@ -118,8 +160,21 @@ def _as_request(item: object) -> ImageRequest:
     raise InvalidRequestError("input", item, "an ImageRequest or a prompt string")
 
 
+def _unwrapped(exc: Exception) -> Exception:
+    """A lone error out of a task group, as itself rather than in an ExceptionGroup."""
+    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 class _Batch:
-    """The producing side of one generate_many call: workers, input feed and fatal stop."""
+    """The producing side of one generate_many call: workers, input feed and stops.
+
+    Two things stop new creates: a fatal error (bad key, no balance: every
+    remaining input gets it as its outcome) and an exception raised by the
+    input itself (inputs pulled but not yet sent are dropped; jobs already
+    created run to their outcome; then the consumer gets the exception).
+    """
 
     def __init__(
         self,
@@ -132,13 +187,20 @@ class _Batch:
     ) -> None:
         self.client = client
         self.journal = journal
-        self.feed = _InputFeed(inputs)
+        identify = journal is not None or options.save_to is not None
+        self.feed = _InputFeed(inputs, identify=identify)
         self.options = options
         self.send = send
         self.window = window
         self.fatal: NanoBananaError | None = None
         self.failure: BaseException | None = None
+        self.not_requested: int | None = None
         self.scope = anyio.CancelScope()
+        self.finished = asyncio.Event()
+
+    def may_create(self) -> bool:
+        """False once nothing new may be sent: a fatal error, or the input raised."""
+        return self.fatal is None and self.feed.error is None
 
     async def run(self) -> None:
         """Run every input to an outcome; a crash is kept for the consumer, never raised here."""
@@ -146,48 +208,72 @@ class _Batch:
             with self.scope:
                 async with self.send, contextlib.AsyncExitStack() as stack:
                     if self.journal is not None:
-                        await stack.enter_async_context(self.journal.journal)
+                        store = self.journal.journal
+                        await stack.enter_async_context(store)
+                        store.claim_for_batch()
+                        stack.callback(store.release_from_batch)
                     async with anyio.create_task_group() as workers:
                         for _ in range(self.client.max_concurrency):
                             workers.start_soon(self._work)
+                    self.failure = self.feed.error
+                    if self.journal is not None and self.feed.error is None:
+                        assert self.feed.occurrences is not None
+                        store = self.journal.journal
+                        self.not_requested = await store.count_unrequested(self.feed.occurrences)
         except Exception as exc:  # handed to the consumer, who re-raises it
-            self.failure = exc
+            self.failure = _unwrapped(exc)
+        finally:
+            self.finished.set()
 
     async def _work(self) -> None:
         while True:
             await self.window.acquire()
             try:
                 pulled = await self.feed.next()
-            except Exception:
+            except BaseException:
                 self.window.release()
                 raise
             if pulled is None:
                 self.window.release()
                 return
-            index, item = pulled
             # Passed straight on: a local would keep each worker's last outcome (and its
             # image bytes) alive for the whole of its next job. The buffer is unbounded
             # (the window bounds it), so sending never waits.
-            self.send.send_nowait(await self._run_one(index, item))
-            del pulled, item
+            outcome = await self._run_one(pulled)
+            del pulled
+            if outcome is None:
+                self.window.release()  # dropped unsent: the input raised meanwhile
+                continue
+            self.send.send_nowait(outcome)
+            del outcome
 
-    async def _run_one(self, index: int, item: object) -> Outcome:
-        try:
-            request = _as_request(item)
-        except InvalidRequestError as exc:
-            return Outcome(request=None, index=index, error=exc)
+    async def _run_one(self, pulled: _Input) -> Outcome | None:
+        index, request = pulled.index, pulled.request
+        if request is None:
+            return Outcome(request=None, index=index, error=pulled.error)
         plan = Resume()
         if self.journal is not None:
-            plan = await self.journal.plan(index, request)
+            plan = await self.journal.plan(index, request, pulled.fingerprint, pulled.occurrence)
             if plan.outcome is not None:
                 return plan.outcome
-        if self.fatal is not None:
+        stem = None
+        if self.options.save_to is not None:
+            stem = file_stem(request.prompt, pulled.fingerprint, pulled.occurrence)
+        outcome = await self.client._runner.run(
+            index,
+            request,
+            self.options,
+            recorder=plan.recorder,
+            resume=plan.task,
+            stem=stem,
+            may_create=self.may_create,
+        )
+        if outcome is None:  # withheld before its create was sent
+            if self.fatal is None:
+                return None
             if plan.recorder is not None:
                 await plan.recorder.not_billed(self.fatal)
             return Outcome(request=request, index=index, error=self.fatal)
-        outcome = await self.client._runner.run(
-            index, request, self.options, recorder=plan.recorder, resume=plan.task
-        )
         if isinstance(outcome.error, FATAL_ERRORS) and self.fatal is None:
             self.fatal = outcome.error
         if plan.resumed_from is not None:
@@ -259,12 +345,26 @@ class OutcomeStream:
     def __aiter__(self) -> _Cursor:
         return _Cursor(self)
 
+    @property
+    def not_requested(self) -> int | None:
+        """Journal entries this input no longer asks for (lines edited or deleted since).
+
+        Their images stay where they are; they are not failures. None without a
+        journal, and until the batch has read its whole input.
+        """
+        return self._batch.not_requested
+
     async def __anext__(self) -> Outcome:
         self._start(None)
         try:
             return await self._next()
         except BaseException:
             self.cancel()
+            # Wind the batch down before the error goes on, so a rerun that follows at
+            # once finds the journal and the folder free (bounded: a create on the wire
+            # gets its grace period, then everything stops).
+            with anyio.move_on_after(_WIND_DOWN, shield=True):
+                await self._batch.finished.wait()
             raise
 
     async def _next(self) -> Outcome:
@@ -315,7 +415,8 @@ class OutcomeStream:
                 self._batch.scope.cancel()
 
     def __del__(self) -> None:
-        self._abandon()
+        if hasattr(self, "_batch"):  # not when __init__ refused its input
+            self._abandon()
 
 
 class _Cursor:

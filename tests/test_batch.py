@@ -35,6 +35,7 @@ from nanobanana_async import (
     Outcome,
     OutcomeStream,
     TaskFailedError,
+    request_fingerprint,
 )
 from nanobanana_async.testing import LatencyProfile, Respond, Simulator
 
@@ -617,29 +618,34 @@ async def test_download_false_leaves_only_the_url(client: NanoBanana, sim: Simul
 # 9. File names under save_to.
 
 
-async def test_saved_files_are_named_by_index_and_slug_inside_save_to(
+async def test_saved_files_are_named_by_slug_and_request_inside_save_to(
     client: NanoBanana, sim: Simulator, tmp_path: Path
 ) -> None:
-    """save_to: 00042-<slug>.png per input, all inside save_to, data None, even for ../ prompts."""
+    """save_to: <slug>-<hash>.png per input, inside save_to, data None, even for ../ prompts."""
     prompts = [f"plain prompt {i}" for i in range(45)]
     prompts[42] = "A Red Fox, at Dawn!"
     prompts[7] = "../../escape/attempt"
     prompts[8] = "/etc/passwd"
+    prompts[9] = prompts[42]  # the same request twice: two images, told apart by "-2"
     out = tmp_path / "nested" / "out"
     outcomes = {o.index: o async for o in client.generate_many(prompts, save_to=out)}
 
+    def hash8(prompt: str) -> str:
+        return request_fingerprint(ImageRequest(prompt=prompt))[:8]
+
     assert sorted(outcomes) == list(range(45))
-    assert outcomes[42].path == out / "00042-a-red-fox-at-dawn.png"
-    assert outcomes[7].path == out / "00007-escape-attempt.png"
-    assert outcomes[8].path == out / "00008-etc-passwd.png"
-    for index, outcome in outcomes.items():
+    assert outcomes[9].path == out / f"a-red-fox-at-dawn-{hash8(prompts[42])}.png"
+    assert outcomes[42].path == out / f"a-red-fox-at-dawn-{hash8(prompts[42])}-2.png"
+    assert outcomes[7].path == out / f"escape-attempt-{hash8(prompts[7])}.png"
+    assert outcomes[8].path == out / f"etc-passwd-{hash8(prompts[8])}.png"
+    for outcome in outcomes.values():
         assert outcome.ok, outcome.error
         assert outcome.data is None
         assert outcome.path is not None
         assert outcome.path.parent == out
-        assert outcome.path.name.startswith(f"{index:05d}-")
         assert outcome.path.suffix == ".png"
         png_size(outcome.path.read_bytes())
+    assert len({o.path for o in outcomes.values()}) == 45
     assert sorted(os.listdir(out)) == sorted(o.path.name for o in outcomes.values() if o.path)
     assert sorted(os.listdir(tmp_path)) == ["nested"]
     assert os.listdir(tmp_path / "nested") == ["out"]
@@ -649,8 +655,12 @@ async def test_saved_files_are_named_by_index_and_slug_inside_save_to(
 async def test_an_existing_file_is_not_overwritten(
     client: NanoBanana, sim: Simulator, tmp_path: Path
 ) -> None:
-    """A file already at 00001-<slug>.png: DestinationExistsError outcome, the file unchanged."""
-    existing = tmp_path / "00001-second.png"
+    """A file already where input 1 saves: DestinationExistsError outcome, the file unchanged."""
+
+    def name(prompt: str) -> str:
+        return f"{prompt}-{request_fingerprint(ImageRequest(prompt=prompt))[:8]}.png"
+
+    existing = tmp_path / name("second")
     existing.write_bytes(b"my own precious file")
     outcomes = {
         o.index: o
@@ -663,11 +673,7 @@ async def test_an_existing_file_is_not_overwritten(
     assert existing.read_bytes() == b"my own precious file"
     assert outcomes[0].ok
     assert outcomes[2].ok
-    assert sorted(os.listdir(tmp_path)) == [
-        "00000-first.png",
-        "00001-second.png",
-        "00002-third.png",
-    ]
+    assert sorted(os.listdir(tmp_path)) == sorted(map(name, ["first", "second", "third"]))
     assert sim.counters.creates == 3
 
 

@@ -40,8 +40,8 @@ from nanobanana_async import (
     SubmissionUncertainError,
     Task,
     Timeouts,
+    read_journal,
 )
-from nanobanana_async._journal import read_entries
 from nanobanana_async._retry import MAX_RETRY_AFTER, parse_retry_after
 from nanobanana_async.testing import (
     Delay,
@@ -350,7 +350,7 @@ async def test_an_uncertain_create_is_journaled_and_not_resent_on_rerun_without_
 
         first = await run()
         assert isinstance(first.error, (SubmissionUncertainError, MalformedResponseError))
-        [entry] = read_entries(journal)
+        [entry] = read_journal(journal)
         assert entry.state is JournalState.UNCERTAIN
         assert entry.client_key
         assert (sim.counters.create_requests, sim.counters.creates) == (1, 1)

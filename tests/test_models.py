@@ -213,9 +213,10 @@ def test_ordinary_task_ids_pass(task_id: str) -> None:
     assert validate_task_id(task_id) == task_id
 
 
-def test_file_stems_map_back_to_the_input_index_and_prompt() -> None:
-    """Saved names are index plus a short ASCII slug."""
-    assert file_stem(42, "A red fox!") == "00042-a-red-fox"
+def test_file_stems_name_the_prompt_and_request_never_the_position() -> None:
+    """Saved names are a short ASCII slug, the fingerprint's start, and which repeat it is."""
+    assert file_stem("A red fox!", "3f2a9c1e0b7d") == "a-red-fox-3f2a9c1e"
+    assert file_stem("A red fox!", "3f2a9c1e0b7d", 1) == "a-red-fox-3f2a9c1e-2"
     assert slugify("Ünïcödé café ☕") == "unicode-cafe"
     assert slugify("!!!") == "image"
     assert len(slugify("word " * 40)) <= 40

@@ -1,0 +1,119 @@
+"""One writer at a time: an OS-level lock on a journal or an output folder, held for a run.
+
+The lock is an advisory lock on a small lock file beside what it guards
+(``flock`` on POSIX, ``msvcrt.locking`` on Windows). The kernel releases it
+when the holding process dies, however it dies, so a lock left by a killed
+run never blocks the next one. ``flock`` locks belong to an open file, so a
+second lock of the same path is refused inside one process too.
+
+The file also says who holds it (process id, host, program, since when), so
+the refusal can name the holder. Nothing else is written there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Final
+
+from ._errors import JournalLockedError
+
+__all__ = ["FOLDER_LOCK_NAME", "RunLock"]
+
+#: The lock file a journaled batch keeps in the folder it saves into.
+FOLDER_LOCK_NAME: Final = ".nanobanana.lock"
+
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+def _describe(text: str) -> str | None:
+    """The holder as a person reads it, from the lock file's JSON (None if unreadable)."""
+    try:
+        info = json.loads(text)
+        return (
+            f"process {int(info['pid'])} on {info['host']} ({info['program']}, "
+            f"since {info['since']})"
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class RunLock:
+    """An exclusive, non-blocking lock guarding ``guarded`` through the file ``path``.
+
+    ``acquire`` raises ``JournalLockedError`` naming ``guarded`` and its holder
+    when another run holds it; ``release`` is safe to call twice.
+    """
+
+    def __init__(self, path: Path, *, guarded: Path) -> None:
+        self.path = path
+        self.guarded = guarded
+        self._fd: int | None = None
+
+    def __repr__(self) -> str:
+        state = "held" if self._fd is not None else "free"
+        return f"RunLock({str(self.path)!r}, {state})"
+
+    @property
+    def held(self) -> bool:
+        """True while this object holds the lock."""
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Take the lock now or raise ``JournalLockedError``; blocking file I/O."""
+        if self._fd is not None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if not _try_lock(fd):
+            try:
+                os.lseek(fd, 0, os.SEEK_SET)
+                holder = _describe(os.read(fd, 4096).decode("utf-8", "replace"))
+            finally:
+                os.close(fd)
+            raise JournalLockedError(str(self.guarded), holder=holder)
+        try:
+            info = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "program": Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python",
+                "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+            }
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, json.dumps(info).encode())
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        """Give the lock back (the file stays: unlinking it would race with a new holder)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)

@@ -1,0 +1,156 @@
+"""Case 45 in one process, and the lock's life: one writer per journal and output folder.
+
+Two batches on one journal (or one folder) would pay twice for the same
+inputs; the second is refused before it opens the journal or sends anything.
+The lock is the kernel's: a process killed while holding it leaves a file
+behind but no lock, so the next run starts at once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import anyio
+import pytest
+
+from nanobanana_async import (
+    FixedPolling,
+    JournalLockedError,
+    NanoBanana,
+    SQLiteJournal,
+)
+from nanobanana_async._lock import RunLock
+from nanobanana_async.testing import LatencyProfile, Simulator
+
+from .conftest import FAST_RETRY
+
+PROMPTS = [f"a lonely writer {i}" for i in range(8)]
+
+
+async def _drain(client: NanoBanana, out: Path, journal: Path) -> int:
+    stream = client.generate_many(PROMPTS, save_to=out, journal=journal)
+    return sum([o.ok async for o in stream])
+
+
+async def test_a_second_batch_on_the_same_journal_is_refused_and_the_first_finishes(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """Same journal path, another folder: JournalLockedError naming it and this process."""
+    sim.latency = LatencyProfile.uniform(0.3, 0.3)
+    journal = tmp_path / "shared.sqlite"
+    async with NanoBanana(
+        api_key=sim.api_key, base_url=sim.base_url, polling=FixedPolling(0.02), retry=FAST_RETRY
+    ) as client:
+        first_ok: list[int] = []
+
+        async def first() -> None:
+            first_ok.append(await _drain(client, tmp_path / "a", journal))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(first)
+            await anyio.sleep(0.1)  # the first batch holds the lock and has sent its creates
+            creates = sim.counters.create_requests
+            with pytest.raises(JournalLockedError) as refused:
+                await _drain(client, tmp_path / "b", journal)
+            assert sim.counters.create_requests == creates
+    assert str(journal) in str(refused.value)
+    assert f"process {os.getpid()}" in str(refused.value)
+    assert first_ok == [len(PROMPTS)]
+    assert sim.counters.creates == len(PROMPTS)
+    assert not (tmp_path / "b").exists() or not list((tmp_path / "b").glob("*.png"))
+
+
+async def test_a_second_batch_into_the_same_folder_is_refused_even_with_its_own_journal(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """Same folder, another journal: refused, naming the folder; nothing sent for it."""
+    sim.latency = LatencyProfile.uniform(0.3, 0.3)
+    async with (
+        NanoBanana(
+            api_key=sim.api_key, base_url=sim.base_url, polling=FixedPolling(0.02), retry=FAST_RETRY
+        ) as client,
+        anyio.create_task_group() as group,
+    ):
+        group.start_soon(_drain, client, tmp_path, tmp_path / "one.sqlite")
+        await anyio.sleep(0.1)
+        with pytest.raises(JournalLockedError, match="in use by process") as refused:
+            await _drain(client, tmp_path, tmp_path / "two.sqlite")
+    assert str(tmp_path) in str(refused.value)
+    assert not (tmp_path / "two.sqlite").exists()
+    assert sim.counters.creates == len(PROMPTS)
+
+
+async def test_one_journal_object_serves_one_batch_at_a_time(
+    client: NanoBanana, sim: Simulator, tmp_path: Path
+) -> None:
+    """The same SQLiteJournal handed to two concurrent batches: the second is refused."""
+    sim.latency = LatencyProfile.uniform(0.3, 0.3)
+    journal = SQLiteJournal(tmp_path / "j.sqlite", folder=tmp_path)
+    async with journal, anyio.create_task_group() as group:
+        group.start_soon(_run_with, client, tmp_path, journal)
+        await anyio.sleep(0.1)
+        with pytest.raises(JournalLockedError, match="another batch"):
+            async for _ in client.generate_many(["x"], save_to=tmp_path, journal=journal):
+                pass
+    assert sim.counters.creates == len(PROMPTS)
+
+
+async def _run_with(client: NanoBanana, out: Path, journal: SQLiteJournal) -> None:
+    async for outcome in client.generate_many(PROMPTS, save_to=out, journal=journal):
+        assert outcome.ok
+
+
+async def test_the_lock_is_released_when_the_batch_ends_so_a_rerun_starts_at_once(
+    client: NanoBanana, sim: Simulator, tmp_path: Path
+) -> None:
+    """Back-to-back runs on one folder and journal, the first cut off early: both may run."""
+    journal = tmp_path / "j.sqlite"
+    with anyio.move_on_after(0.05):
+        await _drain(client, tmp_path, journal)
+    assert await _drain(client, tmp_path, journal) == len(PROMPTS)
+    assert sim.counters.creates == len(PROMPTS)
+
+
+_HOLD_AND_WAIT = textwrap.dedent(
+    """
+    import sys, time
+    from nanobanana_async._lock import RunLock
+    from pathlib import Path
+    lock = RunLock(Path(sys.argv[1]), guarded=Path(sys.argv[2]))
+    lock.acquire()
+    print("held", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_a_lock_left_by_a_killed_process_never_blocks_the_next_run(tmp_path: Path) -> None:
+    """SIGKILL the holder: its lock file stays, naming it, but the lock itself is gone."""
+    lock_file = tmp_path / ".nanobanana.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_AND_WAIT, str(lock_file), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(JournalLockedError, match=f"process {holder.pid}"):
+            _lock_now(lock_file, tmp_path)
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert lock_file.exists()
+    _lock_now(lock_file, tmp_path)  # no error: the kernel released the dead holder's lock
+
+
+def _lock_now(lock_file: Path, guarded: Path) -> None:
+    lock = RunLock(lock_file, guarded=guarded)
+    lock.acquire()
+    lock.release()
