@@ -22,6 +22,9 @@ from typing import Any
 
 import pytest
 
+from nanobanana_async import ImageRequest, request_fingerprint
+from nanobanana_async._naming import file_stem
+
 from .conftest import SENTINEL_KEY
 from .helpers import stop_process
 
@@ -29,8 +32,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_PROMPTS = REPO_ROOT / "examples" / "prompts.txt"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RUN_TIMEOUT = 60.0
-#: The run's resumable record (SQLite, with its -wal / -shm companions) lives in DIR.
-JOURNAL_PREFIX = ".nanobanana-journal"
+#: The run's own files in DIR (journal, locks, simulator state) all start with this.
+JOURNAL_PREFIX = ".nanobanana"
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -78,6 +81,12 @@ def squeezed(text: str) -> str:
 def read_manifest(out: Path) -> list[dict[str, Any]]:
     lines = (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines]
+
+
+def image_name(prompt: str, occurrence: int = 0) -> str:
+    """The file a run saves for ``prompt`` (a plain text line, default model)."""
+    key = request_fingerprint(ImageRequest(prompt=prompt))
+    return f"{file_stem(prompt, key, occurrence)}.png"
 
 
 def example_prompts() -> list[str]:
@@ -157,7 +166,7 @@ def test_run_simulate_writes_one_png_per_prompt_and_a_full_manifest(tmp_path: Pa
         assert row["task_id"]
         path = Path(row["path"])
         assert path.parent == out
-        assert path.name.startswith(f"{row['index']:05d}-")
+        assert path.name == image_name(prompt)
         assert path.exists()
     assert len({row["task_id"] for row in rows}) == 22
 
@@ -196,7 +205,7 @@ def test_run_with_a_failing_prompt_exits_1_and_names_the_reason(
     assert rows[1]["error_type"] == "TaskFailedError"
     assert "content policy" in rows[1]["error"].lower()
     assert rows[1]["task_id"]
-    assert [p.name for p in out.glob("*.png")] == ["00000-a-calm-lake-at-noon.png"]
+    assert [p.name for p in out.glob("*.png")] == [image_name("a calm lake at noon")]
 
 
 def test_every_failed_input_has_its_reason_in_the_manifest(

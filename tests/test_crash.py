@@ -47,6 +47,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +55,9 @@ from typing import Any
 
 import pytest
 
+from nanobanana_async import ImageRequest, JournalEntry, JournalState, read_journal
+from nanobanana_async import request_fingerprint as fingerprint
 from nanobanana_async._errors import JournalError
-from nanobanana_async._journal import JournalEntry, JournalState, read_entries
 from nanobanana_async._naming import file_stem
 
 pytestmark = pytest.mark.slow
@@ -71,10 +73,20 @@ TOOL_TIMEOUT = 30.0
 WAIT_TIMEOUT = 60.0
 POLL_EVERY = 0.02
 JOURNAL_NAME = ".nanobanana-journal.sqlite"
-JOURNAL_FILES = frozenset({JOURNAL_NAME, f"{JOURNAL_NAME}-wal", f"{JOURNAL_NAME}-shm"})
-IMAGE_NAME = re.compile(r"^(\d{5})-([a-z0-9-]+)\.png$")
+#: The journal (SQLite, with its -wal / -shm companions) and the run's locks live in DIR.
+JOURNAL_FILES = frozenset(
+    {
+        JOURNAL_NAME,
+        f"{JOURNAL_NAME}-wal",
+        f"{JOURNAL_NAME}-shm",
+        f"{JOURNAL_NAME}.lock",
+        ".nanobanana.lock",
+    }
+)
+#: An image is named by its prompt and request, never its position: slug-hash[-n].png.
+IMAGE_NAME = re.compile(r"^[a-z0-9-]+-[0-9a-f]{8}(-\d+)?\.png$")
 #: The temp file of one download (``_download._create_temp``).
-TEMP_NAME = re.compile(r"^\.(\d{5})-[a-z0-9-]+\.[0-9a-f]{12}\.part$")
+TEMP_NAME = re.compile(r"^\.[a-z0-9-]+-[0-9a-f]{8}(-\d+)?\.[0-9a-f]{12}\.part$")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IN_DOUBT = (JournalState.SUBMITTING, JournalState.UNCERTAIN)
 
@@ -132,6 +144,10 @@ class Sim:
         """``/_sim/counters``: creates, create_requests, polls, downloads, ..."""
         counters: dict[str, int] = self._get("/_sim/counters")
         return counters
+
+    def creates_per_prompt(self) -> Counter[str]:
+        """``/_sim/tasks``: how many tasks (each one paid) the service created per prompt."""
+        return Counter(str(task["prompt"]) for task in self._get("/_sim/tasks"))
 
     def faults(self) -> dict[str, int]:
         """``/_sim/faults``: the random faults served so far."""
@@ -203,6 +219,17 @@ class Batch:
     @property
     def journal(self) -> Path:
         return self.out / JOURNAL_NAME
+
+    @property
+    def image_names(self) -> list[str]:
+        """Each input's image file name: slug and fingerprint, plus which repeat it is."""
+        seen: dict[str, int] = {}
+        names = []
+        for text in self.texts:
+            key = fingerprint(ImageRequest(prompt=text))
+            names.append(file_stem(text, key, seen.get(key, 0)) + ".png")
+            seen[key] = seen.get(key, 0) + 1
+        return names
 
     @property
     def scratch(self) -> Path:
@@ -327,7 +354,7 @@ def journal_rows(batch: Batch) -> dict[int, JournalEntry]:
     """The journal's rows by input index (read-only; empty if there is no journal yet)."""
     if not batch.journal.is_file():
         return {}
-    return {entry.index: entry for entry in read_entries(batch.journal)}
+    return {entry.index: entry for entry in read_journal(batch.journal)}
 
 
 def crash_view(batch: Batch) -> dict[int, JournalEntry]:
@@ -355,7 +382,7 @@ def crash_view(batch: Batch) -> dict[int, JournalEntry]:
             conn.close()
     except sqlite3.DatabaseError as exc:
         raise JournalError(f"journal copy unreadable: {exc}") from exc
-    return {entry.index: entry for entry in read_entries(copy)}
+    return {entry.index: entry for entry in read_journal(copy)}
 
 
 def manifest(batch: Batch) -> list[dict[str, Any]]:
@@ -534,13 +561,12 @@ def kill_and_inspect(
 
 
 def images_by_index(batch: Batch) -> dict[int, list[str]]:
+    index_of = {name: index for index, name in enumerate(batch.image_names)}
     found: dict[int, list[str]] = {}
     for name in os.listdir(batch.out):
-        match = IMAGE_NAME.match(name)
-        if match:
-            found.setdefault(int(match.group(1)), []).append(name)
-        else:
-            assert not name.endswith(".png"), f"an image with an unexpected name: {name}"
+        if name.endswith(".png"):
+            assert name in index_of, f"an image with an unexpected name: {name}"
+            found.setdefault(index_of[name], []).append(name)
     return found
 
 
@@ -552,7 +578,7 @@ def check_folder(batch: Batch, *, saved: set[int], kill: Kill | None = None) -> 
     images = images_by_index(batch)
     assert set(images) == saved, sorted(set(images) ^ saved)
     for index, names in images.items():
-        assert names == [file_stem(index, batch.texts[index]) + ".png"], (index, names)
+        assert names == [batch.image_names[index]], (index, names)
         data = (batch.out / names[0]).read_bytes()
         assert data.startswith(PNG_SIGNATURE), names[0]
         assert data.endswith(b"IEND\xaeB`\x82"), names[0]
@@ -572,7 +598,7 @@ def check_manifest(batch: Batch, statuses: Mapping[int, str]) -> list[dict[str, 
     assert {row["index"]: row["status"] for row in rows} == dict(statuses)
     saved = [row for row in rows if row["status"] == "saved"]
     for row in saved:
-        assert Path(row["path"]) == batch.out / (file_stem(row["index"], row["prompt"]) + ".png")
+        assert Path(row["path"]) == batch.out / batch.image_names[row["index"]]
         assert row["task_id"]
         assert row["error"] is None
     assert len({row["task_id"] for row in saved}) == len(saved), "two inputs share a task"

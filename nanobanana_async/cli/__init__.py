@@ -2,18 +2,23 @@
 
 Needs the ``cli`` extra (``pip install "nanobanana-async[cli]"``) for rich.
 Exit codes: 0 when every image was produced, 1 when some failed, 2 for
-usage or configuration errors (such as a missing or rejected API key).
+usage or configuration errors (such as a missing or rejected API key, or
+a path that cannot be used: those are found before anything is sent or
+created on disk).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._errors import NanoBananaError
 from .._vocabulary import MODELS, RESOLUTIONS, SIZES
 
 if TYPE_CHECKING:
@@ -28,17 +33,24 @@ PROMPTS is a .txt file (one prompt a line; blank lines and lines starting
 with '#' are skipped), a .jsonl file (one JSON object a line with the
 fields prompt, model, resolution, size, image_urls), or '-' for standard
 input. A line that is not a valid request is reported with its line number
-and skipped (nothing is sent for it); the run goes on and exits 1.
+and skipped (nothing is sent for it); the run goes on and exits 1. Input
+that is not UTF-8 text is refused (exit 2) naming its first bad line.
 
-Images are saved as DIR/00042-a-red-fox.png (input index and a slug of the
-prompt); DIR/manifest.jsonl gets one line per input. Existing files are
-never overwritten.
+Images are saved as DIR/a-red-fox-3f2a9c1e.png (a slug of the prompt and
+the start of the request's fingerprint; a repeated line gets -2, -3, ...),
+so a file keeps its name when lines move; DIR/manifest.jsonl gets one line
+per input, with its line number. Existing files are never overwritten.
 
 Every step is journaled (DIR/.nanobanana-journal.sqlite by default), so
 running the same command again after a crash or Ctrl-C resumes: saved
 images are skipped, submitted tasks are polled again, and inputs whose
 create may have been billed without an answer are listed, not resent
-(unless --resubmit-uncertain). 'nanobanana journal DIR' shows the state.
+(unless --resubmit-uncertain). Inputs are known by what they ask for, not
+their line: insert, delete, reorder or duplicate lines between runs and
+only the new requests are sent. One run at a time owns DIR and its
+journal; a second is refused (exit 2). 'nanobanana journal DIR' shows
+the state. With --simulate, the simulated tasks are kept in DIR too, so
+a rerun resumes them as it would on the real service.
 """
 
 
@@ -131,10 +143,92 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _journal(args, Console(soft_wrap=True))
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
-    if args.command == "run" and args.prompts != "-" and not Path(args.prompts).is_file():
-        parser.error(f"prompt file {args.prompts} does not exist")
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+    try:
+        _prepare(args)
+    except (_PathError, NanoBananaError) as exc:
+        report_error(exc)
+        return 2
     return _run_async(args, Console(soft_wrap=True))
+
+
+class _PathError(Exception):
+    """A path given on the command line cannot be used; the message says which and why."""
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    """Check every path of a run or generate, then create ``--out``.
+
+    A mistake raises before anything is created or a client starts; the prompt
+    file is read once here (``count_prompts``) to prove it is UTF-8 text, and
+    its count kept on ``args.prompt_count`` for the progress bar.
+    """
+    from ._inputs import PromptSource, count_prompts
+    from ._run import JOURNAL_NAME
+
+    out = Path(args.out)
+    try:
+        if args.command == "run":
+            _check_prompt_file(args.prompts)
+            _check_out(out)
+            _check_journal(Path(args.journal) if args.journal else out / JOURNAL_NAME)
+            args.prompt_count = count_prompts(PromptSource(args.prompts))
+        else:
+            _check_out(out)
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise _PathError(f"cannot use{where}: {exc.strerror or exc}") from None
+
+
+def _check_prompt_file(name: str) -> None:
+    """A prompt file must be an existing regular file ('-' is standard input)."""
+    if name == "-":
+        return
+    try:
+        mode = os.stat(name).st_mode
+    except FileNotFoundError:
+        raise _PathError(f"prompt file {name} does not exist") from None
+    if stat.S_ISDIR(mode):
+        raise _PathError(f"prompt file {name} is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise _PathError(f"prompt file {name} is not a regular file (use '-' for standard input)")
+    if not os.access(name, os.R_OK):
+        raise _PathError(f"prompt file {name} cannot be read: permission denied")
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` must be a writable folder, or creatable as one; nothing is created here."""
+    existing = _nearest_existing("--out", out)
+    if existing == out and not out.is_dir():
+        raise _PathError(f"--out {out} exists and is not a folder")
+    _check_creatable("--out", out, existing)
+
+
+def _check_journal(journal: Path) -> None:
+    """The journal must be a file, or creatable as one, in a writable folder."""
+    if journal.is_dir():
+        raise _PathError(f"journal {journal} is a folder, not a file")
+    _check_creatable("journal", journal, _nearest_existing("journal", journal.parent))
+    if journal.exists() and not os.access(journal, os.R_OK | os.W_OK):
+        raise _PathError(f"journal {journal} cannot be written: permission denied")
+
+
+def _nearest_existing(what: str, path: Path) -> Path:
+    """``path`` itself if it exists, else its closest existing ancestor."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():
+            raise _PathError(f"{what} {path}: {existing} is a broken symbolic link")
+        existing = existing.parent
+    return existing
+
+
+def _check_creatable(what: str, path: Path, existing: Path) -> None:
+    """``path`` can be made under ``existing`` (its closest existing ancestor or itself)."""
+    if not existing.is_dir():
+        raise _PathError(f"{what} {path} cannot be created: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise _PathError(f"{what} {path} cannot be written: no write permission in {existing}")
 
 
 def _journal(args: argparse.Namespace, console: Console) -> int:
@@ -151,7 +245,6 @@ def _journal(args: argparse.Namespace, console: Console) -> int:
 def _run_async(args: argparse.Namespace, console: Console) -> int:
     import anyio
 
-    from .._errors import NanoBananaError
     from ._run import EXIT_USAGE, generate_command, run_command
 
     command = run_command if args.command == "run" else generate_command
@@ -162,5 +255,6 @@ def _run_async(args: argparse.Namespace, console: Console) -> int:
         report_error(exc)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("nanobanana: interrupted", file=sys.stderr)
+        if args.command != "run":  # a run has already said what it did and how to resume
+            print("nanobanana: interrupted", file=sys.stderr)
         return 130

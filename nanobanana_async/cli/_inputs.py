@@ -3,11 +3,15 @@
 Lines are read lazily, so a file of a million prompts is never held in
 memory. A line that cannot be made into a request becomes a ``BadLine``
 carrying its line number and reason; the batch reports it and goes on.
+Input that is not UTF-8 text (a bad byte, a NUL byte) is not a bad line
+but the wrong file: ``PromptFileError`` names its first bad line.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +19,19 @@ from typing import Any, TextIO
 
 import attrs
 
-from .._errors import InvalidRequestError
+from .._errors import InvalidRequestError, NanoBananaError
 from .._models import ImageRequest
 
-__all__ = ["BadLine", "PromptSource", "count_prompts", "read_prompts"]
+__all__ = ["BadLine", "PromptFileError", "PromptSource", "count_prompts", "read_prompts"]
 
 _FIELDS = ("prompt", "model", "resolution", "size", "image_urls")
+#: Input is decoded with errors="surrogateescape": a byte that is not UTF-8 becomes
+#: U+DC80..U+DCFF, so it is found in its line instead of failing a whole read chunk.
+_NOT_TEXT = re.compile("[\x00\udc80-\udcff]")
+
+
+class PromptFileError(NanoBananaError, ValueError):
+    """The prompt input is not UTF-8 text; the message names its first bad line."""
 
 
 @attrs.frozen
@@ -47,30 +58,65 @@ class PromptSource:
 
 
 def read_prompts(source: PromptSource) -> Iterator[tuple[int, ImageRequest | BadLine]]:
-    """Yield ``(line number, request or BadLine)`` per meaningful input line, in order."""
+    """Yield ``(line number, request or BadLine)`` per meaningful input line, in order.
+
+    Raises ``PromptFileError`` on reaching a line that is not UTF-8 text: standard
+    input cannot be checked beforehand, so this is where a bad byte on it is found.
+    """
     if source.path == "-":
-        yield from _parse(sys.stdin, source)
+        # Read stdin's bytes as UTF-8 whatever the locale says; detached after, not closed.
+        stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="surrogateescape")
+        try:
+            yield from _parse(_text_lines(stdin, "standard input"), source)
+        finally:
+            stdin.detach()
         return
-    with Path(source.path).open(encoding="utf-8-sig") as handle:
-        yield from _parse(handle, source)
+    with _open_text(source.path) as handle:
+        yield from _parse(_text_lines(handle, f"prompt file {source.path}"), source)
 
 
 def count_prompts(source: PromptSource) -> int | None:
-    """How many lines may hold a prompt (for the progress bar); None for standard input."""
+    """How many lines may hold a prompt (for the progress bar); None for standard input.
+
+    Reading the file also proves it is UTF-8 text (else ``PromptFileError``), so
+    the CLI calls this once, before it creates anything.
+    """
     if source.path == "-":
         return None
-    with Path(source.path).open(encoding="utf-8-sig") as handle:
-        return sum(1 for raw in handle if _meaningful(raw.strip(), source))
+    with _open_text(source.path) as handle:
+        lines = _text_lines(handle, f"prompt file {source.path}")
+        return sum(1 for _number, raw in lines if _meaningful(raw.strip(), source.is_jsonl))
 
 
-def _meaningful(text: str, source: PromptSource) -> bool:
-    return bool(text) and not (text.startswith("#") and not source.is_jsonl)
+def _open_text(path: str) -> TextIO:
+    return Path(path).open(encoding="utf-8-sig", errors="surrogateescape")
 
 
-def _parse(handle: TextIO, source: PromptSource) -> Iterator[tuple[int, ImageRequest | BadLine]]:
-    for number, raw in enumerate(handle, start=1):
+def _text_lines(handle: TextIO, name: str) -> Iterator[tuple[int, str]]:
+    """Number the lines of ``handle``; raise ``PromptFileError`` at the first that is not text."""
+    for number, line in enumerate(handle, start=1):
+        bad = _NOT_TEXT.search(line)
+        if bad is not None:
+            char = bad.group()
+            what = (
+                "a NUL byte (a binary file?)"
+                if char == "\x00"
+                else f"the byte 0x{ord(char) - 0xDC00:02x}"
+            )
+            raise PromptFileError(f"{name} is not UTF-8 text: line {number} has {what}")
+        yield number, line
+
+
+def _meaningful(text: str, is_jsonl: bool) -> bool:
+    return bool(text) and not (text.startswith("#") and not is_jsonl)
+
+
+def _parse(
+    lines: Iterator[tuple[int, str]], source: PromptSource
+) -> Iterator[tuple[int, ImageRequest | BadLine]]:
+    for number, raw in lines:
         text = raw.strip()
-        if not _meaningful(text, source):
+        if not _meaningful(text, source.is_jsonl):
             continue
         try:
             yield number, _request_from(text, source)

@@ -11,11 +11,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .._journal import JournalEntry, JournalState, read_entries
+from .._journal import JournalEntry, JournalState
+from .._sqlite_journal import read_journal
 
 __all__ = ["journal_command", "resolve_journal"]
 
 _ATTENTION = (JournalState.FAILED, JournalState.UNCERTAIN, JournalState.SUBMITTING)
+#: States a rerun continues from; a row in one of them with an error stopped there last run.
+_RESUMABLE = (JournalState.PENDING, JournalState.SUBMITTED, JournalState.COMPLETED)
+_FINAL_NAMES = frozenset({JournalState.FAILED.value, JournalState.UNCERTAIN.value})
 
 
 def resolve_journal(target: str) -> Path:
@@ -39,13 +43,13 @@ def _brief(entry: JournalEntry) -> dict[str, Any]:
 
 
 def journal_command(args: argparse.Namespace, console: Console) -> int:
-    """Print state counts and the failed and uncertain inputs; exit 0 (2 if unreadable)."""
+    """Print state counts, then failed, uncertain and unfinished inputs; exit 0 (2: unreadable)."""
     path = resolve_journal(args.target)
     counts: Counter[str] = Counter()
     attention: list[dict[str, Any]] = []
-    for entry in read_entries(path):
+    for entry in read_journal(path):
         counts[entry.state.value] += 1
-        if entry.state in _ATTENTION:
+        if entry.state in _ATTENTION or (entry.state in _RESUMABLE and entry.error):
             attention.append(_brief(entry))
     if args.json:
         report = {
@@ -54,6 +58,7 @@ def journal_command(args: argparse.Namespace, console: Console) -> int:
             "counts": dict(sorted(counts.items())),
             "failed": [row for row in attention if row["state"] == "failed"],
             "uncertain": [row for row in attention if row["state"] == "uncertain"],
+            "unfinished": [row for row in attention if row["state"] not in _FINAL_NAMES],
         }
         print(json.dumps(report, ensure_ascii=False, indent=2))
         return 0
@@ -72,6 +77,12 @@ def journal_command(args: argparse.Namespace, console: Console) -> int:
             f"task={row['task_id'] or '-'}: {row['error'] or 'no answer seen'}",
             highlight=False,
             markup=False,
+        )
+    if any(row["state"] not in _FINAL_NAMES for row in attention):
+        console.print(
+            "unfinished inputs stopped on an error last run; a rerun continues them at no "
+            "extra cost",
+            highlight=False,
         )
     if any(row["state"] == "uncertain" for row in attention):
         console.print(

@@ -1,9 +1,11 @@
-"""``DIR/manifest.jsonl``: one line per input, rebuilt whole from the journal after each run.
+"""``DIR/manifest.jsonl``: one line per input, rebuilt whole from the journal.
 
 The journal is the record of truth, so the manifest is derived from it
-(paged, never all in memory) alongside a second read of the prompt file,
-which supplies line numbers, skipped lines and inputs edited since the
-journal recorded them. Status names are the journal's states.
+alongside a second read of the prompt file, which supplies line numbers and
+skipped lines: each line's input is looked up in the journal by what it asks
+for (its request's fingerprint and occurrence), as the run itself does.
+Status names are the journal's states. ``nanobanana run`` writes it when it
+starts, every few seconds while it runs and when it stops, however it stops.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .._journal import JournalEntry, JournalState, read_entries, request_fingerprint
+from .._journal import JournalEntry, JournalState, request_fingerprint
+from .._sqlite_journal import JournalReader
 from ._inputs import BadLine, PromptSource, read_prompts
 
 __all__ = ["write_manifest"]
@@ -47,30 +50,26 @@ def _from_entry(row: dict[str, Any], entry: JournalEntry) -> dict[str, Any]:
 
 def manifest_rows(source: PromptSource, journal: Path) -> Iterator[dict[str, Any]]:
     """The manifest's rows, in input order."""
-    entries = read_entries(journal)
-    pending = next(entries, None)
-    if source.path == "-":  # standard input cannot be read twice: the journal alone speaks
-        while pending is not None:
-            yield _from_entry(_row(None, pending.index, pending.request.get("prompt")), pending)
-            pending = next(entries, None)
-        return
-    index = 0
-    for line, item in read_prompts(source):
-        if isinstance(item, BadLine):
-            row = _row(line, None, None)
-            row.update(status="invalid", error=item.reason, error_type="InvalidRequestError")
-            yield row
-            continue
-        while pending is not None and pending.index < index:
-            pending = next(entries, None)
-        row = _row(line, index, item.prompt)
-        if pending is not None and pending.index == index:
-            if pending.request_hash == request_fingerprint(item):
-                row = _from_entry(row, pending)
-            else:
-                row.update(status="conflict", error="the journal holds another request here")
-        index += 1
-        yield row
+    with JournalReader(journal) as reader:
+        if source.path == "-":  # standard input cannot be read twice: the journal alone speaks
+            for entry in reader:
+                yield _from_entry(_row(None, entry.index, entry.request.get("prompt")), entry)
+            return
+        occurrences: dict[str, int] = {}
+        index = 0
+        for line, item in read_prompts(source):
+            if isinstance(item, BadLine):
+                row = _row(line, None, None)
+                row.update(status="invalid", error=item.reason, error_type="InvalidRequestError")
+                yield row
+                continue
+            fingerprint = request_fingerprint(item)
+            occurrence = occurrences.get(fingerprint, 0)
+            occurrences[fingerprint] = occurrence + 1
+            row = _row(line, index, item.prompt)
+            found = reader.get(fingerprint, occurrence)
+            yield row if found is None else _from_entry(row, found)
+            index += 1
 
 
 def write_manifest(out_dir: Path, source: PromptSource, journal: Path) -> Path:

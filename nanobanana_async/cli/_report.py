@@ -106,6 +106,15 @@ class RunReport:
                 highlight=False,
             )
 
+    def interrupted(self) -> str:
+        """The one line Ctrl-C leaves: the counts so far and how to resume."""
+        of = f" of {self.total}" if self.total is not None else ""
+        return (
+            f"nanobanana: interrupted after {self.done + self.failed}{of} inputs "
+            f"({self.done} ok, {self.failed} failed); run the same command again to resume: "
+            "images already saved are kept and nothing is paid for twice"
+        )
+
     @property
     def elapsed(self) -> float:
         """Seconds since the run started."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,8 +18,9 @@ from .._errors import ConfigurationError, NanoBananaError
 from .._http import API_KEY_ENV
 from .._models import ImageRequest
 from .._scheduler import FATAL_ERRORS
+from .._sqlite_journal import SQLiteJournal
 from . import report_error
-from ._inputs import BadLine, PromptSource, count_prompts, read_prompts
+from ._inputs import BadLine, PromptSource, read_prompts
 from ._manifest import write_manifest
 from ._report import RunReport
 
@@ -34,7 +37,11 @@ EXIT_OK = 0
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
 MANIFEST = "manifest.jsonl"
+#: Seconds between manifest refreshes while a run goes on (more for a huge input).
+MANIFEST_EVERY = 5.0
 JOURNAL_NAME = ".nanobanana-journal.sqlite"
+#: Where ``--simulate`` keeps its simulated tasks, so a rerun finds them.
+SIMULATOR_STATE = ".nanobanana-simulator.jsonl"
 
 
 @asynccontextmanager
@@ -43,7 +50,12 @@ async def open_client(args: argparse.Namespace, console: Console) -> AsyncIterat
     if args.simulate:
         from ..testing import LatencyProfile, Simulator
 
-        async with Simulator(latency=LatencyProfile.demo(), image_long_side=512) as simulator:
+        async with Simulator(
+            latency=LatencyProfile.demo(),
+            image_long_side=512,
+            # A run resumes against the same simulated tasks; one image needs no state.
+            state_path=Path(args.out) / SIMULATOR_STATE if args.command == "run" else None,
+        ) as simulator:
             console.print(f"simulator serving on {simulator.base_url}", highlight=False)
             async with NanoBanana(
                 api_key=simulator.api_key,
@@ -61,13 +73,19 @@ async def open_client(args: argparse.Namespace, console: Console) -> AsyncIterat
 
 
 async def run_command(args: argparse.Namespace, console: Console) -> int:
-    """Generate every prompt of a file into ``--out``; return the exit code."""
+    """Generate every prompt of a file into ``--out``; return the exit code.
+
+    The journal (and with it the output folder) is locked before anything is
+    written, so a second run on the same folder or journal is refused at once.
+    The manifest is written as the run starts, refreshed while it runs, and
+    written again however it stops (Ctrl-C included).
+    """
     source = PromptSource(
         args.prompts, model=args.model, resolution=args.resolution, size=args.size
     )
     out = Path(args.out)
-    journal = Path(args.journal) if args.journal else out / JOURNAL_NAME
-    report = RunReport(console, total=count_prompts(source), concurrency=args.concurrency)
+    journal_path = Path(args.journal) if args.journal else out / JOURNAL_NAME
+    report = RunReport(console, total=args.prompt_count, concurrency=args.concurrency)
 
     def requests() -> Iterator[ImageRequest]:
         for _line, item in read_prompts(source):
@@ -76,21 +94,62 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
                 continue
             yield item
 
-    async with open_client(args, console) as client:
-        with report:
-            batch = client.generate_many(
-                requests(),
-                save_to=out,
-                ordered=args.ordered,
-                journal=journal,
-                resubmit_uncertain=args.resubmit_uncertain,
-            )
-            async for outcome in batch:
-                report.record(outcome)
-    manifest = await anyio.to_thread.run_sync(write_manifest, out, source, journal)
+    manifest = _Manifest(out, source, journal_path)
+    not_requested: int | None = None
+    async with SQLiteJournal(journal_path, folder=out) as journal:
+        await manifest.write()
+        try:
+            async with open_client(args, console) as client:
+                with report:
+                    batch = client.generate_many(
+                        requests(),
+                        save_to=out,
+                        ordered=args.ordered,
+                        journal=journal,
+                        resubmit_uncertain=args.resubmit_uncertain,
+                    )
+                    async with batch:
+                        async for outcome in batch:
+                            report.record(outcome)
+                            await manifest.refresh_if_due()
+                    not_requested = batch.not_requested
+        except anyio.get_cancelled_exc_class():
+            print(report.interrupted(), file=sys.stderr)
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await manifest.write()
     console.print(report.summary(out))
-    console.print(f"manifest: {manifest}  journal: {journal}", highlight=False)
+    if not_requested:
+        console.print(
+            f"{not_requested} journal entries are not asked for by this input (lines edited "
+            f"or removed since); their images stay in {out}",
+            highlight=False,
+        )
+    console.print(f"manifest: {out / MANIFEST}  journal: {journal_path}", highlight=False)
     return _exit_code(report, console)
+
+
+class _Manifest:
+    """Keeps DIR/manifest.jsonl current: rewritten every few seconds while outcomes arrive.
+
+    A rewrite reads the whole prompt file and journal, so for a huge input the
+    pause between rewrites grows to keep them under ~5 % of the run's time.
+    """
+
+    def __init__(self, out: Path, source: PromptSource, journal: Path) -> None:
+        self._args = (out, source, journal)
+        self._due = time.monotonic() + MANIFEST_EVERY
+
+    async def write(self) -> None:
+        started = time.monotonic()
+        await anyio.to_thread.run_sync(write_manifest, *self._args)
+        took = time.monotonic() - started
+        self._due = time.monotonic() + max(MANIFEST_EVERY, 20 * took)
+
+    async def refresh_if_due(self) -> None:
+        if time.monotonic() >= self._due:
+            await self.write()
 
 
 def _exit_code(report: RunReport, console: Console) -> int:
