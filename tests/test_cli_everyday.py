@@ -119,7 +119,7 @@ def test_an_edited_middle_line_is_one_create_and_the_old_entry_is_reported_not_f
         again = run(sim, prompts, out)
         text = flat(again.stdout + again.stderr)
         assert again.returncode == 0, text
-        assert "1 journal entries are not asked for by this input" in text
+        assert "1 journal entry is not asked for by this input" in text
         assert sim.creates_per_prompt() == Counter([*example_prompts(), texts[10]])
         assert image_name(old) in pngs(out)
         rows = manifest(out)

@@ -121,9 +121,12 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
                 await manifest.write()
     console.print(report.summary(out))
     if not_requested:
+        entries = (
+            "1 journal entry is" if not_requested == 1 else f"{not_requested} journal entries are"
+        )
         console.print(
-            f"{not_requested} journal entries are not asked for by this input (lines edited "
-            f"or removed since); their images stay in {out}",
+            f"{entries} not asked for by this input (lines edited or removed since); "
+            f"their images stay in {out}",
             highlight=False,
         )
     console.print(f"manifest: {out / MANIFEST}  journal: {journal_path}", highlight=False)
