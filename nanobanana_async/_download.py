@@ -214,8 +214,9 @@ class Downloader:
         url = _image_url(task)
         await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
         if fixed_name is None and adopt_identical:
-            # A batch's names are its own (index + slug): temp files under this name were
-            # left by an earlier run that died mid-download, and nothing else owns them.
+            # A batch's names are its own (a slug and the request's fingerprint, and the
+            # folder is locked while a journaled batch runs): temp files under this name
+            # were left by an earlier run that died mid-download, and nothing owns them.
             await anyio.to_thread.run_sync(_remove_stale_temps, folder, name_stem)
         fd, temp = await anyio.to_thread.run_sync(_create_temp, folder, name_stem)
         digest = hashlib.sha256()

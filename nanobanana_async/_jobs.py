@@ -103,18 +103,27 @@ class JobRunner:
         *,
         client_key: str | None = None,
         on_abandoned: AbandonedCreate | None = None,
+        may_create: Callable[[], bool] = lambda: True,
     ) -> Task:
-        """Create one task; its client key (minted if not given) is kept across attempts."""
+        """Create one task; its client key (minted if not given) is kept across attempts.
+
+        ``may_create`` is asked before every attempt (a 429 pause or a backoff can
+        outlast the batch's reason to send); when it says no, ``CreateWithheldError``.
+        """
         key = client_key or secrets.token_hex(16)
         grace = self.retrier.policy.cancel_grace
-        return await self.retrier.create(
-            lambda: self.http.create(
+
+        async def attempt() -> Task:
+            if not may_create():
+                raise CreateWithheldError("the batch stopped before this create was sent")
+            return await self.http.create(
                 request,
                 client_key=key,
                 grace=grace,
                 on_abandoned=on_abandoned or _log_abandoned,
             )
-        )
+
+        return await self.retrier.create(attempt)
 
     async def wait(
         self, task_id: str, kind: JobKind, timeout: float | None, status: TaskStatus | None
@@ -212,8 +221,8 @@ class JobRunner:
         ``recorder`` hears of each step as it happens (the journal); ``resume``
         is the task a previous run already created, so no new create is sent.
         ``stem`` names the saved file. ``may_create`` is asked once a job slot
-        is held, just before the create: when it says no, nothing is sent and
-        the result is None.
+        is held and again before every create attempt: when it says no, nothing
+        is sent and the result is None.
         """
         record = recorder or _NO_RECORD
         task = resume
@@ -222,7 +231,7 @@ class JobRunner:
                 if task is None:
                     if not may_create():
                         return None
-                    task = await self._create_recorded(request, record)
+                    task = await self._create_recorded(request, record, may_create)
                 if task.status is not TaskStatus.COMPLETED or task.image_url is None:
                     task = await self.wait(
                         task.id, (request.model, request.resolution), options.timeout, task.status
@@ -248,6 +257,8 @@ class JobRunner:
                     data = await self._read_into_slot(task, options.image_slots)
                     return Outcome(request=request, index=index, task=task, data=data)
                 return Outcome(request=request, index=index, task=task)
+        except CreateWithheldError:
+            return None
         except NanoBananaError as exc:
             if task is not None:
                 await _note_quietly(record, exc)
@@ -264,7 +275,9 @@ class JobRunner:
             slots.release()
             raise
 
-    async def _create_recorded(self, request: ImageRequest, record: JobRecorder) -> Task:
+    async def _create_recorded(
+        self, request: ImageRequest, record: JobRecorder, may_create: Callable[[], bool]
+    ) -> Task:
         client_key = secrets.token_hex(16)
         reported = False
 
@@ -283,7 +296,9 @@ class JobRunner:
 
         try:
             await record.submitting(client_key)
-            task = await self.create(request, client_key=client_key, on_abandoned=cancelled)
+            task = await self.create(
+                request, client_key=client_key, on_abandoned=cancelled, may_create=may_create
+            )
         except anyio.get_cancelled_exc_class():
             if not reported:  # cancelled between attempts (a pause or backoff): nothing in flight
                 with anyio.CancelScope(shield=True):
@@ -305,6 +320,10 @@ async def _note_quietly(record: JobRecorder, error: NanoBananaError) -> None:
         await record.errored(error)
     except NanoBananaError as journal_error:
         logger.warning("could not journal the failure of a job: %s", journal_error)
+
+
+class CreateWithheldError(NanoBananaError):
+    """A batch job's create was not sent: the batch stopped sending before its turn."""
 
 
 def _may_be_billed(error: NanoBananaError) -> bool:

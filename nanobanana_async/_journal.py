@@ -12,6 +12,7 @@ are new. ``Journal`` is the small store interface a backend implements;
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
 import hashlib
 import json
@@ -100,11 +101,17 @@ class Journal(abc.ABC):
 
     _depth: int = 0
     _batch_running: bool = False
+    _opening: asyncio.Lock | None = None
 
     async def __aenter__(self) -> Self:
-        if self._depth == 0:
-            await self.open()
-        self._depth += 1
+        # Serialised, so a second caller arriving while the first opens waits for it
+        # instead of opening (and locking) the store a second time.
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._depth == 0:
+                await self.open()
+            self._depth += 1
         return self
 
     async def __aexit__(

@@ -20,22 +20,31 @@ import time
 from pathlib import Path
 from typing import Final
 
-from ._errors import JournalLockedError
+from ._errors import JournalError, JournalLockedError
 
 __all__ = ["FOLDER_LOCK_NAME", "RunLock"]
 
 #: The lock file a journaled batch keeps in the folder it saves into.
 FOLDER_LOCK_NAME: Final = ".nanobanana.lock"
 
+#: Windows locks are mandatory byte ranges: lock one byte far past the holder's
+#: details, so a refused run can still read who holds the lock.
+_LOCKED_BYTE: Final = 1 << 20
+
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
 
     def _try_lock(fd: int) -> bool:
+        os.lseek(fd, _LOCKED_BYTE, os.SEEK_SET)
         try:
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
+        except PermissionError:
             return False
         return True
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, _LOCKED_BYTE, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 else:
     import fcntl
@@ -46,6 +55,17 @@ else:
         except BlockingIOError:
             return False
         return True
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _read_holder(fd: int) -> str | None:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return _describe(os.read(fd, 4096).decode("utf-8", "replace"))
+    except OSError:
+        return None
 
 
 def _describe(text: str) -> str | None:
@@ -76,37 +96,46 @@ class RunLock:
         state = "held" if self._fd is not None else "free"
         return f"RunLock({str(self.path)!r}, {state})"
 
-    @property
-    def held(self) -> bool:
-        """True while this object holds the lock."""
-        return self._fd is not None
-
     def acquire(self) -> None:
-        """Take the lock now or raise ``JournalLockedError``; blocking file I/O."""
+        """Take the lock now or raise ``JournalLockedError``; blocking file I/O.
+
+        A file system that cannot lock at all (some network mounts) is a
+        ``JournalError`` saying so, never a bare ``OSError``.
+        """
         if self._fd is not None:
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        if not _try_lock(fd):
-            try:
-                os.lseek(fd, 0, os.SEEK_SET)
-                holder = _describe(os.read(fd, 4096).decode("utf-8", "replace"))
-            finally:
-                os.close(fd)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise JournalError(f"cannot create the lock file {self.path}: {exc.strerror}") from None
+        try:
+            locked = _try_lock(fd)
+            holder = None if locked else _read_holder(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise JournalError(f"cannot lock {self.path}: {exc.strerror}") from None
+        if not locked:
+            os.close(fd)
             raise JournalLockedError(str(self.guarded), holder=holder)
         try:
-            info = {
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "program": Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python",
-                "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-            }
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, json.dumps(info).encode())
+            self._write_holder(fd)
         except BaseException:
             os.close(fd)
             raise
         self._fd = fd
+
+    @staticmethod
+    def _write_holder(fd: int) -> None:
+        """Say who holds the lock (nothing secret: no arguments, no environment)."""
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "program": Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python",
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(info).encode())
 
     def release(self) -> None:
         """Give the lock back (the file stays: unlinking it would race with a new holder)."""
@@ -115,5 +144,6 @@ class RunLock:
             return
         try:
             os.ftruncate(fd, 0)
+            _unlock(fd)
         finally:
             os.close(fd)

@@ -8,7 +8,7 @@ from typing import Final
 
 _NOT_SLUG: Final = re.compile(r"[^a-z0-9]+")
 SLUG_LENGTH: Final = 40
-FINGERPRINT_LENGTH: Final = 8
+FINGERPRINT_LENGTH: Final = 16
 
 
 def slugify(text: str, limit: int = SLUG_LENGTH) -> str:
@@ -22,12 +22,13 @@ def slugify(text: str, limit: int = SLUG_LENGTH) -> str:
 
 
 def file_stem(prompt: str, fingerprint: str, occurrence: int = 0) -> str:
-    """The file name, without extension, of one input: ``a-red-fox-3f2a9c1e``.
+    """The file name, without extension, of one input: ``a-red-fox-3f2a9c1e0b7d5a64``.
 
     Built from what the input asks for (a slug of the prompt and the start of
     its request's fingerprint), never from its position, so an image keeps its
     name when lines move. The second and later occurrences of an identical
-    request get ``-2``, ``-3``, ...
+    request get ``-2``, ``-3``, ... Sixteen hex digits (64 bits) keep two
+    requests with the same slug apart even in batches of millions.
     """
     stem = f"{slugify(prompt)}-{fingerprint[:FINGERPRINT_LENGTH]}"
     return stem if occurrence == 0 else f"{stem}-{occurrence + 1}"

@@ -200,8 +200,9 @@ class SQLiteJournal(Journal):
         self._busy = False
         self._thread = anyio.CapacityLimiter(1)
         self.commits = 0
-        # A journal with no rows when opened needs no look-ups: writes go through this object.
-        self._empty_on_open = False
+        # While the file holds no row, look-ups need no trip to it: every write goes
+        # through this object, and the first one clears the flag.
+        self._empty = False
 
     def __repr__(self) -> str:
         return f"SQLiteJournal({str(self.path)!r})"
@@ -210,25 +211,27 @@ class SQLiteJournal(Journal):
         """Lock, then open or create the file and check it is a journal of this library."""
         if self._conn is None:
             connect = self._lock_and_connect
-            self._conn = await anyio.to_thread.run_sync(connect, limiter=self._thread)
-            (rows,) = self._conn.execute("SELECT count(*) FROM inputs").fetchone()
-            self._empty_on_open = rows == 0
+            self._conn, self._empty = await anyio.to_thread.run_sync(connect, limiter=self._thread)
 
-    def _lock_and_connect(self) -> sqlite3.Connection:
+    def _lock_and_connect(self) -> tuple[sqlite3.Connection, bool]:
+        """Take the locks (folder first), then connect; on failure give back only what this took."""
+        taken: list[RunLock] = []
         try:
             if self.folder is not None:
                 self.folder.mkdir(parents=True, exist_ok=True)
-                self._take(RunLock(self.folder / FOLDER_LOCK_NAME, guarded=self.folder))
+                taken.append(RunLock(self.folder / FOLDER_LOCK_NAME, guarded=self.folder))
+                taken[-1].acquire()
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._take(RunLock(self.path.with_name(self.path.name + ".lock"), guarded=self.path))
-            return self._connect()
+            taken.append(RunLock(self.path.with_name(self.path.name + ".lock"), guarded=self.path))
+            taken[-1].acquire()
+            conn = self._connect()
         except BaseException:
-            self._unlock()
+            for lock in reversed(taken):
+                lock.release()
             raise
-
-    def _take(self, lock: RunLock) -> None:
-        lock.acquire()
-        self._locks.append(lock)
+        self._locks = taken
+        (has_rows,) = conn.execute("SELECT EXISTS (SELECT 1 FROM inputs)").fetchone()
+        return conn, not has_rows
 
     def _unlock(self) -> None:
         while self._locks:
@@ -319,7 +322,7 @@ class SQLiteJournal(Journal):
 
     async def get(self, request_hash: str, occurrence: int) -> JournalEntry | None:
         """The row of this input, if any."""
-        if self._empty_on_open:
+        if self._empty:
             return None
 
         def work(conn: sqlite3.Connection) -> JournalEntry | None:
@@ -333,6 +336,7 @@ class SQLiteJournal(Journal):
     async def put(self, entry: JournalEntry) -> None:
         """Insert or replace ``entry``'s row; returns once committed."""
         values = _row(entry)
+        self._empty = False  # from now on, look-ups must ask the file
         await self._run(lambda conn: conn.execute(_UPSERT, values))
 
     async def entries(self) -> list[JournalEntry]:

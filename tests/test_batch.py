@@ -630,14 +630,14 @@ async def test_saved_files_are_named_by_slug_and_request_inside_save_to(
     out = tmp_path / "nested" / "out"
     outcomes = {o.index: o async for o in client.generate_many(prompts, save_to=out)}
 
-    def hash8(prompt: str) -> str:
-        return request_fingerprint(ImageRequest(prompt=prompt))[:8]
+    def hash16(prompt: str) -> str:
+        return request_fingerprint(ImageRequest(prompt=prompt))[:16]
 
     assert sorted(outcomes) == list(range(45))
-    assert outcomes[9].path == out / f"a-red-fox-at-dawn-{hash8(prompts[42])}.png"
-    assert outcomes[42].path == out / f"a-red-fox-at-dawn-{hash8(prompts[42])}-2.png"
-    assert outcomes[7].path == out / f"escape-attempt-{hash8(prompts[7])}.png"
-    assert outcomes[8].path == out / f"etc-passwd-{hash8(prompts[8])}.png"
+    assert outcomes[9].path == out / f"a-red-fox-at-dawn-{hash16(prompts[42])}.png"
+    assert outcomes[42].path == out / f"a-red-fox-at-dawn-{hash16(prompts[42])}-2.png"
+    assert outcomes[7].path == out / f"escape-attempt-{hash16(prompts[7])}.png"
+    assert outcomes[8].path == out / f"etc-passwd-{hash16(prompts[8])}.png"
     for outcome in outcomes.values():
         assert outcome.ok, outcome.error
         assert outcome.data is None
@@ -658,7 +658,7 @@ async def test_an_existing_file_is_not_overwritten(
     """A file already where input 1 saves: DestinationExistsError outcome, the file unchanged."""
 
     def name(prompt: str) -> str:
-        return f"{prompt}-{request_fingerprint(ImageRequest(prompt=prompt))[:8]}.png"
+        return f"{prompt}-{request_fingerprint(ImageRequest(prompt=prompt))[:16]}.png"
 
     existing = tmp_path / name("second")
     existing.write_bytes(b"my own precious file")

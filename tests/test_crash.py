@@ -84,9 +84,9 @@ JOURNAL_FILES = frozenset(
     }
 )
 #: An image is named by its prompt and request, never its position: slug-hash[-n].png.
-IMAGE_NAME = re.compile(r"^[a-z0-9-]+-[0-9a-f]{8}(-\d+)?\.png$")
+IMAGE_NAME = re.compile(r"^[a-z0-9-]+-[0-9a-f]{16}(-\d+)?\.png$")
 #: The temp file of one download (``_download._create_temp``).
-TEMP_NAME = re.compile(r"^\.[a-z0-9-]+-[0-9a-f]{8}(-\d+)?\.[0-9a-f]{12}\.part$")
+TEMP_NAME = re.compile(r"^\.[a-z0-9-]+-[0-9a-f]{16}(-\d+)?\.[0-9a-f]{12}\.part$")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IN_DOUBT = (JournalState.SUBMITTING, JournalState.UNCERTAIN)
 

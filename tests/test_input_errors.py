@@ -25,7 +25,7 @@ from nanobanana_async import (
     Outcome,
     read_journal,
 )
-from nanobanana_async.testing import LatencyProfile, Simulator
+from nanobanana_async.testing import LatencyProfile, Respond, Simulator
 
 from .conftest import FAST_RETRY
 from .helpers import wait_until
@@ -61,6 +61,7 @@ async def test_the_inputs_own_exception_ends_the_stream_as_itself_after_paid_job
             pulls += 1
             yield text
         pulls += 1
+        await wait_until(lambda: sim.counters.creates == 3)  # the first one's create is out
         raise BadLine("line 3 of prompts.txt is not a prompt")
 
     outcomes: list[Outcome] = []
@@ -128,3 +129,25 @@ async def test_blank_prompts_among_strings_are_invalid_outcomes_and_the_batch_go
     assert outcomes[3].ok
     assert creates_per_prompt(sim) == Counter(["a fox", "another fox"])
     assert sim.counters.create_requests == 2
+
+
+async def test_an_input_error_during_a_429_pause_withholds_the_waiting_create(
+    client: NanoBanana, sim: Simulator
+) -> None:
+    """A create waiting out Retry-After when the input raises is not sent after the pause."""
+    sim.faults.push(
+        "create", Respond(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "1"})
+    )
+
+    async def prompts() -> AsyncIterator[str]:
+        yield "a fox behind a rate limit"
+        await wait_until(lambda: sim.counters.create_requests == 1)
+        raise BadLine("line 2 is not a prompt")
+
+    outcomes: list[Outcome] = []
+    with pytest.raises(BadLine):
+        await _collect(client.generate_many(prompts(), download=False), outcomes)
+    await anyio.sleep(1.2)  # past the Retry-After: nothing may go out now
+    assert outcomes == []
+    assert sim.counters.create_requests == 1
+    assert sim.counters.creates == 0

@@ -215,8 +215,8 @@ def test_ordinary_task_ids_pass(task_id: str) -> None:
 
 def test_file_stems_name_the_prompt_and_request_never_the_position() -> None:
     """Saved names are a short ASCII slug, the fingerprint's start, and which repeat it is."""
-    assert file_stem("A red fox!", "3f2a9c1e0b7d") == "a-red-fox-3f2a9c1e"
-    assert file_stem("A red fox!", "3f2a9c1e0b7d", 1) == "a-red-fox-3f2a9c1e-2"
+    assert file_stem("A red fox!", "3f2a9c1e0b7d5a64ff") == "a-red-fox-3f2a9c1e0b7d5a64"
+    assert file_stem("A red fox!", "3f2a9c1e0b7d5a64ff", 1) == "a-red-fox-3f2a9c1e0b7d5a64-2"
     assert slugify("Ünïcödé café ☕") == "unicode-cafe"
     assert slugify("!!!") == "image"
     assert len(slugify("word " * 40)) <= 40

@@ -154,3 +154,44 @@ def _lock_now(lock_file: Path, guarded: Path) -> None:
     lock = RunLock(lock_file, guarded=guarded)
     lock.acquire()
     lock.release()
+
+
+async def test_a_journal_held_open_around_two_batches_answers_the_second_from_the_first(
+    client: NanoBanana, sim: Simulator, tmp_path: Path
+) -> None:
+    """One SQLiteJournal kept open (it started empty) for two runs: the second pays nothing."""
+    journal = SQLiteJournal(tmp_path / "j.sqlite", folder=tmp_path)
+    async with journal:
+        await _run_with(client, tmp_path, journal)
+        resumed = [
+            o.resumed_from
+            async for o in client.generate_many(PROMPTS, save_to=tmp_path, journal=journal)
+        ]
+    assert resumed == ["saved"] * len(PROMPTS)
+    assert sim.counters.creates == len(PROMPTS)
+
+
+async def test_two_batches_opening_one_journal_at_once_keep_the_winners_locks(
+    client: NanoBanana, sim: Simulator, tmp_path: Path
+) -> None:
+    """The refused batch gives back nothing of the running one's: a third writer is refused."""
+    sim.latency = LatencyProfile.uniform(0.3, 0.3)
+    journal = SQLiteJournal(tmp_path / "j.sqlite", folder=tmp_path)
+    refusals: list[BaseException] = []
+
+    async def one_batch() -> None:
+        try:
+            await _run_with(client, tmp_path, journal)
+        except JournalLockedError as exc:
+            refusals.append(exc)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(one_batch)
+        group.start_soon(one_batch)
+        await anyio.sleep(0.15)
+        with pytest.raises(JournalLockedError):
+            _lock_now(tmp_path / ".nanobanana.lock", tmp_path)
+        with pytest.raises(JournalLockedError):
+            _lock_now(tmp_path / "j.sqlite.lock", tmp_path / "j.sqlite")
+    assert len(refusals) == 1
+    assert sim.counters.creates == len(PROMPTS)

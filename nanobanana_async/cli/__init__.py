@@ -36,10 +36,11 @@ input. A line that is not a valid request is reported with its line number
 and skipped (nothing is sent for it); the run goes on and exits 1. Input
 that is not UTF-8 text is refused (exit 2) naming its first bad line.
 
-Images are saved as DIR/a-red-fox-3f2a9c1e.png (a slug of the prompt and
-the start of the request's fingerprint; a repeated line gets -2, -3, ...),
-so a file keeps its name when lines move; DIR/manifest.jsonl gets one line
-per input, with its line number. Existing files are never overwritten.
+Images are saved as DIR/a-red-fox-3f2a9c1e0b7d5a64.png (a slug of the
+prompt and the start of the request's fingerprint; a repeated line gets
+-2, -3, ...), so a file keeps its name when lines move; DIR/manifest.jsonl
+gets one line per input, with its line number. Existing files are never
+overwritten.
 
 Every step is journaled (DIR/.nanobanana-journal.sqlite by default), so
 running the same command again after a crash or Ctrl-C resumes: saved
