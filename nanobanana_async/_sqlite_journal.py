@@ -374,8 +374,9 @@ class JournalReader:
     """A read-only view of a journal file, for tools: look-ups by input and paged reads.
 
     Opens the file read-only and never writes to it, so it may be read while a
-    run holds the journal. A journal of schema version 1 is read as it is
-    (occurrences derived as its migration would) without being migrated.
+    run holds the journal; everything it reads comes from one snapshot. A
+    journal of schema version 1 is read as it is (occurrences derived as its
+    migration would) without being migrated.
     Blocking; use it as ``with JournalReader(path) as reader:``.
     """
 
@@ -394,6 +395,9 @@ class JournalReader:
         except BaseException:
             self._conn.close()
             raise
+        # One read transaction for the reader's life: every page and look-up sees the
+        # same snapshot, even while a run rewrites rows (WAL readers never block it).
+        self._conn.execute("BEGIN")
 
     def __enter__(self) -> JournalReader:
         return self

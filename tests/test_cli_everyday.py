@@ -206,3 +206,49 @@ def test_ctrl_c_says_what_was_done_writes_a_true_manifest_and_the_rerun_converge
         after = sim.counters()
         assert after["create_requests"] == before["create_requests"]
         assert after["downloads"] == before["downloads"]
+
+
+def test_a_quiet_stdin_pipe_does_not_freeze_the_run_and_ctrl_c_is_heard(
+    tmp_path: Path,
+) -> None:
+    """Two lines, then a silent (open) pipe: both images arrive; SIGINT ends it with one line."""
+    out = tmp_path / "out"
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b"a fox on a quiet pipe\na cat on a quiet pipe\n")
+        with simulator(tmp_path / "sim") as sim:
+            process = subprocess.Popen(
+                [*cli_command(), "run", "-", "--out", str(out)],
+                env=sim.env(),
+                stdin=read_end,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            os.close(read_end)
+            read_end = -1
+            try:
+                deadline = time.monotonic() + 30
+                while len(pngs(out)) < 2:
+                    assert process.poll() is None
+                    assert time.monotonic() < deadline, "the run froze on the quiet pipe"
+                    time.sleep(0.05)
+                process.send_signal(signal.SIGINT)
+                _, stderr = process.communicate(timeout=20)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.communicate(timeout=10)
+            assert process.returncode == 130, stderr
+            assert "Traceback" not in stderr
+            assert "Fatal Python error" not in stderr
+            lines = stderr.strip().splitlines()
+            assert len(lines) == 1, stderr
+            assert "interrupted after 2 inputs" in lines[0]
+            assert sim.creates_per_prompt() == Counter(
+                ["a fox on a quiet pipe", "a cat on a quiet pipe"]
+            )
+    finally:
+        os.close(write_end)
+        if read_end != -1:
+            os.close(read_end)

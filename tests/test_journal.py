@@ -242,3 +242,29 @@ def test_the_request_fingerprint_ignores_nothing_that_is_sent() -> None:
         ImageRequest(prompt="a fox", resolution="2k"),
     ):
         assert request_fingerprint(other) != request_fingerprint(base)
+
+
+async def test_reading_a_journal_while_a_run_rewrites_it_sees_each_row_once(
+    tmp_path: Path,
+) -> None:
+    """Pages come from one snapshot: rows moved or rewritten meanwhile are read exactly once."""
+    path = tmp_path / "j.sqlite"
+    async with SQLiteJournal(path) as journal:
+        for i in range(1500):
+            await journal.put(
+                JournalEntry(
+                    index=i, request_hash=f"h{i}", request={}, state=JournalState.SUBMITTED
+                )
+            )
+        reader = read_journal(path)
+        seen = [next(reader) for _ in range(1000)]  # the first page
+        moved_back = JournalEntry(
+            index=1100, request_hash="h10", request={}, state=JournalState.SAVED
+        )
+        moved_forward = JournalEntry(
+            index=5, request_hash="h1200", request={}, state=JournalState.SAVED
+        )
+        await journal.put(moved_back)
+        await journal.put(moved_forward)
+        seen += list(reader)
+    assert sorted(e.request_hash for e in seen) == sorted(f"h{i}" for i in range(1500))

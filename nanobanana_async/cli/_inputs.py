@@ -9,20 +9,35 @@ but the wrong file: ``PromptFileError`` names its first bad line.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
+import math
+import os
 import re
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar, cast
 
+import anyio
 import attrs
 
 from .._errors import InvalidRequestError, NanoBananaError
 from .._models import ImageRequest
 
-__all__ = ["BadLine", "PromptFileError", "PromptSource", "count_prompts", "read_prompts"]
+__all__ = [
+    "BadLine",
+    "PromptFileError",
+    "PromptSource",
+    "count_prompts",
+    "read_in_thread",
+    "read_prompts",
+]
+
+T = TypeVar("T")
 
 _FIELDS = ("prompt", "model", "resolution", "size", "image_urls")
 #: Input is decoded with errors="surrogateescape": a byte that is not UTF-8 becomes
@@ -64,12 +79,11 @@ def read_prompts(source: PromptSource) -> Iterator[tuple[int, ImageRequest | Bad
     input cannot be checked beforehand, so this is where a bad byte on it is found.
     """
     if source.path == "-":
-        # Read stdin's bytes as UTF-8 whatever the locale says; detached after, not closed.
-        stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="surrogateescape")
-        try:
+        # Read as UTF-8 whatever the locale says, through a descriptor of its own: a read
+        # blocked on a silent pipe must not hold sys.stdin's lock when the process exits.
+        raw = open(os.dup(sys.stdin.fileno()), "rb")  # noqa: SIM115 - closed by the wrapper
+        with io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape") as stdin:
             yield from _parse(_text_lines(stdin, "standard input"), source)
-        finally:
-            stdin.detach()
         return
     with _open_text(source.path) as handle:
         yield from _parse(_text_lines(handle, f"prompt file {source.path}"), source)
@@ -148,3 +162,44 @@ def _request_from(text: str, source: PromptSource) -> ImageRequest:
         raise InvalidRequestError("prompt", None, "every line needs a non-empty 'prompt'")
     fields.update(data)
     return ImageRequest(**fields)
+
+
+async def read_in_thread(items: Iterator[T], *, ahead: int = 256) -> AsyncIterator[T]:
+    """Pull a blocking iterator (standard input) in a thread of its own, ``ahead`` items ahead.
+
+    A pipe whose writer is slow or silent must not freeze the event loop: the
+    jobs in flight go on, and Ctrl-C is heard. The thread is a daemon on
+    purpose: a read blocked on a silent pipe cannot be interrupted, and must
+    not keep the process alive once the run is over. It stops on its own at
+    the end of the input, or when handing over fails because the run is over.
+    An exception raised by ``items`` is raised here, in order.
+    """
+    loop = asyncio.get_running_loop()
+    send, receive = anyio.create_memory_object_stream[tuple[T | None, Exception | None]](
+        max_buffer_size=math.inf
+    )
+    room = threading.Semaphore(ahead)  # bounds the buffer: one permit per item in it
+
+    def hand_over(message: tuple[T | None, Exception | None]) -> None:
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            send.send_nowait(message)
+
+    def pump() -> None:
+        try:
+            try:
+                for item in items:
+                    room.acquire()
+                    loop.call_soon_threadsafe(hand_over, (item, None))
+            except Exception as exc:  # the input's own error: the consumer raises it
+                loop.call_soon_threadsafe(hand_over, (None, exc))
+            loop.call_soon_threadsafe(send.close)
+        except RuntimeError:
+            return  # the event loop is closed: the run is over, stop reading
+
+    threading.Thread(target=pump, name="nanobanana-stdin", daemon=True).start()
+    with receive:
+        async for item, error in receive:
+            room.release()
+            if error is not None:
+                raise error
+            yield cast(T, item)

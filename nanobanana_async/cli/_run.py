@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 from rich.console import Console
@@ -20,7 +21,7 @@ from .._models import ImageRequest
 from .._scheduler import FATAL_ERRORS
 from .._sqlite_journal import SQLiteJournal
 from . import report_error
-from ._inputs import BadLine, PromptSource, read_prompts
+from ._inputs import BadLine, PromptSource, read_in_thread, read_prompts
 from ._manifest import write_manifest
 from ._report import RunReport
 
@@ -40,6 +41,7 @@ MANIFEST = "manifest.jsonl"
 #: Seconds between manifest refreshes while a run goes on (more for a huge input).
 MANIFEST_EVERY = 5.0
 JOURNAL_NAME = ".nanobanana-journal.sqlite"
+T = TypeVar("T")
 #: Where ``--simulate`` keeps its simulated tasks, so a rerun finds them.
 SIMULATOR_STATE = ".nanobanana-simulator.jsonl"
 
@@ -87,8 +89,11 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
     journal_path = Path(args.journal) if args.journal else out / JOURNAL_NAME
     report = RunReport(console, total=args.prompt_count, concurrency=args.concurrency)
 
-    def requests() -> Iterator[ImageRequest]:
-        for _line, item in read_prompts(source):
+    async def requests() -> AsyncIterator[ImageRequest]:
+        lines = read_prompts(source)
+        # Standard input may be a pipe that goes quiet: it is read in a thread of its own.
+        numbered = read_in_thread(lines) if source.path == "-" else _as_async(lines)
+        async for _line, item in numbered:
             if isinstance(item, BadLine):
                 report.bad_line(item.line, item.reason)
                 continue
@@ -131,6 +136,11 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
         )
     console.print(f"manifest: {out / MANIFEST}  journal: {journal_path}", highlight=False)
     return _exit_code(report, console)
+
+
+async def _as_async(items: Iterator[T]) -> AsyncIterator[T]:
+    for item in items:
+        yield item
 
 
 class _Manifest:
