@@ -129,7 +129,7 @@ class BatchJournal:
             )
             return Resume(recorder=EntryRecorder(self.journal, fresh))
         if entry.index != index:
-            entry = attrs.evolve(entry, index=index)  # written with the input's new position
+            entry = attrs.evolve(entry, index=index)  # its next write records where it is now
         return await self._resume(index, request, entry)
 
     async def _resume(self, index: int, request: ImageRequest, entry: JournalEntry) -> Resume:

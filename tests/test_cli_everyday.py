@@ -48,6 +48,12 @@ def start(sim: Sim, prompts: Path, out: Path, log: Path) -> subprocess.Popen[byt
         )
 
 
+def prompt_file(path: Path, texts: list[str]) -> Path:
+    """A plain prompt file, one text a line."""
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    return path
+
+
 def manifest(out: Path) -> list[dict[str, Any]]:
     lines = (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines]
@@ -108,14 +114,13 @@ def test_an_edited_middle_line_is_one_create_and_the_old_entry_is_reported_not_f
 ) -> None:
     """Case 43: exit 0, one new create, 'not asked for' reported, the old image kept."""
     texts = example_prompts()
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    prompts = prompt_file(tmp_path / "prompts.txt", texts)
     out = tmp_path / "out"
     with simulator(tmp_path / "sim") as sim:
         assert run(sim, prompts, out).returncode == 0
         old = texts[10]
         texts[10] = "a lighthouse drawn in chalk"
-        prompts.write_text("\n".join(texts) + "\n", encoding="utf-8")
+        prompt_file(prompts, texts)
         again = run(sim, prompts, out)
         text = flat(again.stdout + again.stderr)
         assert again.returncode == 0, text
@@ -132,8 +137,7 @@ def test_a_second_run_on_the_same_folder_is_refused_at_once_and_the_first_finish
 ) -> None:
     """Case 45: the second exits 2 naming the folder and the holder; 60 inputs, 60 creates."""
     texts = [f"a crowded folder {i}" for i in range(60)]
-    prompts = tmp_path / "p60.txt"
-    prompts.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    prompts = prompt_file(tmp_path / "p60.txt", texts)
     out = tmp_path / "TW"
     with simulator(tmp_path / "sim") as sim:
         first = start(sim, prompts, out, tmp_path / "first.log")
@@ -165,8 +169,7 @@ def test_ctrl_c_says_what_was_done_writes_a_true_manifest_and_the_rerun_converge
 ) -> None:
     """Cases 46 and 52: one line with counts and how to resume; manifest and journal agree."""
     texts = [f"an interrupted owl {i}" for i in range(80)]
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    prompts = prompt_file(tmp_path / "prompts.txt", texts)
     out = tmp_path / "out"
     log = tmp_path / "run.log"
     with simulator(tmp_path / "sim") as sim:

@@ -145,11 +145,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
     try:
+        _check_key(args)
         _prepare(args)
     except (_PathError, NanoBananaError) as exc:
         report_error(exc)
         return 2
     return _run_async(args, Console(soft_wrap=True))
+
+
+def _check_key(args: argparse.Namespace) -> None:
+    """Without --simulate a key is needed: say so before anything is created."""
+    from .._errors import ConfigurationError
+    from .._http import API_KEY_ENV
+
+    if not args.simulate and not os.environ.get(API_KEY_ENV):
+        raise ConfigurationError(
+            f"no API key: set {API_KEY_ENV}, or pass --simulate to run on the built-in simulator"
+        )
 
 
 class _PathError(Exception):

@@ -35,9 +35,11 @@ def _row(line: int | None, index: int | None, prompt: str | None) -> dict[str, A
     }
 
 
-def _from_entry(row: dict[str, Any], entry: JournalEntry) -> dict[str, Any]:
-    # A create cut off mid-flight is, for a person, simply in doubt: "uncertain".
-    state = JournalState.UNCERTAIN if entry.state is JournalState.SUBMITTING else entry.state
+def _from_entry(row: dict[str, Any], entry: JournalEntry, *, live: bool) -> dict[str, Any]:
+    # Once the run has stopped, a create cut off mid-flight is, for a person, simply in
+    # doubt: "uncertain". While it runs, "submitting" is a create on the wire.
+    in_doubt = entry.state is JournalState.SUBMITTING and not live
+    state = JournalState.UNCERTAIN if in_doubt else entry.state
     row.update(
         task_id=entry.task_id,
         status=state.value,
@@ -48,12 +50,15 @@ def _from_entry(row: dict[str, Any], entry: JournalEntry) -> dict[str, Any]:
     return row
 
 
-def manifest_rows(source: PromptSource, journal: Path) -> Iterator[dict[str, Any]]:
-    """The manifest's rows, in input order."""
+def manifest_rows(
+    source: PromptSource, journal: Path, *, live: bool = False
+) -> Iterator[dict[str, Any]]:
+    """The manifest's rows, in input order (``live``: written while the run goes on)."""
     with JournalReader(journal) as reader:
         if source.path == "-":  # standard input cannot be read twice: the journal alone speaks
             for entry in reader:
-                yield _from_entry(_row(None, entry.index, entry.request.get("prompt")), entry)
+                row = _row(None, entry.index, entry.request.get("prompt"))
+                yield _from_entry(row, entry, live=live)
             return
         occurrences: dict[str, int] = {}
         index = 0
@@ -68,16 +73,18 @@ def manifest_rows(source: PromptSource, journal: Path) -> Iterator[dict[str, Any
             occurrences[fingerprint] = occurrence + 1
             row = _row(line, index, item.prompt)
             found = reader.get(fingerprint, occurrence)
-            yield row if found is None else _from_entry(row, found)
+            yield row if found is None else _from_entry(row, found, live=live)
             index += 1
 
 
-def write_manifest(out_dir: Path, source: PromptSource, journal: Path) -> Path:
+def write_manifest(
+    out_dir: Path, source: PromptSource, journal: Path, *, live: bool = False
+) -> Path:
     """Rewrite ``out_dir/manifest.jsonl`` atomically; return its path."""
     path = out_dir / "manifest.jsonl"
     temp = path.with_name(path.name + ".part")
     with temp.open("w", encoding="utf-8") as handle:
-        for row in manifest_rows(source, journal):
+        for row in manifest_rows(source, journal, live=live):
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     temp.replace(path)
     return path

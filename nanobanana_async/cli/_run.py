@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
+import functools
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -15,8 +15,7 @@ import anyio
 from rich.console import Console
 
 from .._client import NanoBanana
-from .._errors import ConfigurationError, NanoBananaError
-from .._http import API_KEY_ENV
+from .._errors import NanoBananaError
 from .._models import ImageRequest
 from .._scheduler import FATAL_ERRORS
 from .._sqlite_journal import SQLiteJournal
@@ -66,10 +65,6 @@ async def open_client(args: argparse.Namespace, console: Console) -> AsyncIterat
             ) as client:
                 yield client
         return
-    if not os.environ.get(API_KEY_ENV):
-        raise ConfigurationError(
-            f"no API key: set {API_KEY_ENV}, or pass --simulate to run on the built-in simulator"
-        )
     async with NanoBanana(base_url=args.base_url, max_concurrency=args.concurrency) as client:
         yield client
 
@@ -154,15 +149,17 @@ class _Manifest:
         self._args = (out, source, journal)
         self._due = time.monotonic() + MANIFEST_EVERY
 
-    async def write(self) -> None:
+    async def write(self, *, live: bool = False) -> None:
+        """Rewrite it now; ``live`` while the batch runs (creates on the wire are not in doubt)."""
         started = time.monotonic()
-        await anyio.to_thread.run_sync(write_manifest, *self._args)
+        await anyio.to_thread.run_sync(functools.partial(write_manifest, *self._args, live=live))
         took = time.monotonic() - started
         self._due = time.monotonic() + max(MANIFEST_EVERY, 20 * took)
 
     async def refresh_if_due(self) -> None:
+        """Rewrite it if the last rewrite is old enough."""
         if time.monotonic() >= self._due:
-            await self.write()
+            await self.write(live=True)
 
 
 def _exit_code(report: RunReport, console: Console) -> int:
