@@ -38,10 +38,20 @@ def run(sim: Sim, prompts: Path, out: Path, *flags: str) -> subprocess.Completed
     )
 
 
-def start(sim: Sim, prompts: Path, out: Path, log: Path) -> subprocess.Popen[bytes]:
+def start(
+    sim: Sim, prompts: Path, out: Path, log: Path, *, concurrency: int = 8
+) -> subprocess.Popen[bytes]:
     with log.open("wb") as sink:
         return subprocess.Popen(
-            [*cli_command(), "run", str(prompts), "--out", str(out), "--concurrency", "8"],
+            [
+                *cli_command(),
+                "run",
+                str(prompts),
+                "--out",
+                str(out),
+                "--concurrency",
+                f"{concurrency}",
+            ],
             env=sim.env(),
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -140,7 +150,8 @@ def test_a_second_run_on_the_same_folder_is_refused_at_once_and_the_first_finish
     prompts = prompt_file(tmp_path / "p60.txt", texts)
     out = tmp_path / "TW"
     with simulator(tmp_path / "sim") as sim:
-        first = start(sim, prompts, out, tmp_path / "first.log")
+        # Ten waves of six jobs: the first run lasts long enough for the second to meet it.
+        first = start(sim, prompts, out, tmp_path / "first.log", concurrency=6)
         try:
             deadline = time.monotonic() + 30
             while sim.counters()["creates"] == 0:

@@ -27,6 +27,7 @@ from nanobanana_async._lock import RunLock
 from nanobanana_async.testing import LatencyProfile, Simulator
 
 from .conftest import FAST_RETRY
+from .helpers import wait_until
 
 PROMPTS = [f"a lonely writer {i}" for i in range(8)]
 
@@ -52,7 +53,7 @@ async def test_a_second_batch_on_the_same_journal_is_refused_and_the_first_finis
 
         async with anyio.create_task_group() as group:
             group.start_soon(first)
-            await anyio.sleep(0.1)  # the first batch holds the lock and has sent its creates
+            await wait_until(lambda: sim.counters.creates == len(PROMPTS))  # lock held, creates out
             creates = sim.counters.create_requests
             with pytest.raises(JournalLockedError) as refused:
                 await _drain(client, tmp_path / "b", journal)
@@ -76,7 +77,7 @@ async def test_a_second_batch_into_the_same_folder_is_refused_even_with_its_own_
         anyio.create_task_group() as group,
     ):
         group.start_soon(_drain, client, tmp_path, tmp_path / "one.sqlite")
-        await anyio.sleep(0.1)
+        await wait_until(lambda: sim.counters.creates == len(PROMPTS))
         with pytest.raises(JournalLockedError, match="in use by process") as refused:
             await _drain(client, tmp_path, tmp_path / "two.sqlite")
     assert str(tmp_path) in str(refused.value)
@@ -92,7 +93,7 @@ async def test_one_journal_object_serves_one_batch_at_a_time(
     journal = SQLiteJournal(tmp_path / "j.sqlite", folder=tmp_path)
     async with journal, anyio.create_task_group() as group:
         group.start_soon(_run_with, client, tmp_path, journal)
-        await anyio.sleep(0.1)
+        await wait_until(lambda: sim.counters.creates == len(PROMPTS))
         with pytest.raises(JournalLockedError, match="another batch"):
             async for _ in client.generate_many(["x"], save_to=tmp_path, journal=journal):
                 pass
@@ -188,7 +189,7 @@ async def test_two_batches_opening_one_journal_at_once_keep_the_winners_locks(
     async with anyio.create_task_group() as group:
         group.start_soon(one_batch)
         group.start_soon(one_batch)
-        await anyio.sleep(0.15)
+        await wait_until(lambda: sim.counters.creates == len(PROMPTS))
         with pytest.raises(JournalLockedError):
             _lock_now(tmp_path / ".nanobanana.lock", tmp_path)
         with pytest.raises(JournalLockedError):
