@@ -39,19 +39,21 @@ from ._errors import (
     UnsafeURLError,
     UsageError,
 )
-from ._http import DEFAULT_BASE_URL, Timeouts
+from ._http import API_KEY_ENV, DEFAULT_BASE_URL, Timeouts
 from ._journal import Journal, JournalEntry, JournalState, request_fingerprint
 from ._models import ImageRequest, ImageResult, Outcome, Task, TaskStatus
 from ._polling import AdaptivePolling, FixedPolling, PollingPolicy
 from ._retry import Backoff, RetryPolicy
-from ._scheduler import OutcomeStream
-from ._sqlite_journal import SQLiteJournal, read_journal
+from ._scheduler import FATAL_ERRORS, OutcomeStream
+from ._sqlite_journal import JournalReader, SQLiteJournal, read_journal
 from ._vocabulary import MODELS, RESOLUTIONS, SIZES
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "API_KEY_ENV",
     "DEFAULT_BASE_URL",
+    "FATAL_ERRORS",
     "MODELS",
     "RESOLUTIONS",
     "SIZES",
@@ -75,6 +77,7 @@ __all__ = [
     "JournalEntry",
     "JournalError",
     "JournalLockedError",
+    "JournalReader",
     "JournalState",
     "MalformedResponseError",
     "NanoBanana",

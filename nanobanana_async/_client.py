@@ -17,7 +17,14 @@ from ._errors import ConfigurationError, TaskFailedError, UsageError
 from ._http import API_KEY_ENV, DEFAULT_BASE_URL, HTTPClient, Timeouts
 from ._jobs import BatchOptions, JobRunner
 from ._journal import Journal
-from ._models import ImageRequest, ImageResult, Task, TaskStatus, validate_task_id
+from ._models import (
+    ImageRequest,
+    ImageResult,
+    Task,
+    TaskStatus,
+    as_request,
+    validate_task_id,
+)
 from ._polling import AdaptivePolling, PollingPolicy
 from ._resume import BatchJournal
 from ._retry import Retrier, RetryPolicy
@@ -43,17 +50,6 @@ def _positive_int(name: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
     return value
-
-
-def as_request(item: ImageRequest | str) -> ImageRequest:
-    """An ImageRequest as given, or one built from a bare prompt with the default model."""
-    if isinstance(item, ImageRequest):
-        return item
-    if isinstance(item, str):
-        return ImageRequest(prompt=item)
-    raise ConfigurationError(
-        f"expected an ImageRequest or a prompt string, got {type(item).__name__}"
-    )
 
 
 class NanoBanana:

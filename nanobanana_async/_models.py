@@ -124,6 +124,18 @@ class ImageRequest:
         return body
 
 
+def as_request(item: object) -> ImageRequest:
+    """An ImageRequest as given, or one built from a bare prompt with the default model.
+
+    Anything else is bad input: ``InvalidRequestError``, before anything is sent.
+    """
+    if isinstance(item, ImageRequest):
+        return item
+    if isinstance(item, str):
+        return ImageRequest(prompt=item)
+    raise InvalidRequestError("input", item, "an ImageRequest or a prompt string")
+
+
 class TaskStatus(enum.StrEnum):
     """Where a task is in its life. ``UNKNOWN`` stands for a status the SDK does not know yet."""
 

@@ -36,7 +36,7 @@ from ._errors import (
 )
 from ._jobs import BatchOptions
 from ._journal import request_fingerprint
-from ._models import ImageRequest, Outcome
+from ._models import ImageRequest, Outcome, as_request
 from ._naming import file_stem
 from ._resume import BatchJournal, Resume
 
@@ -75,7 +75,7 @@ class _Input:
         self.fingerprint = ""
         self.occurrence = 0
         try:
-            self.request = _as_request(item)
+            self.request = as_request(item)
         except InvalidRequestError as exc:
             self.error = exc
             return
@@ -150,14 +150,6 @@ class _InputFeed:
         index = self._next_index
         self._next_index += 1
         return _Input(index, item, self.occurrences)
-
-
-def _as_request(item: object) -> ImageRequest:
-    if isinstance(item, ImageRequest):
-        return item
-    if isinstance(item, str):
-        return ImageRequest(prompt=item)
-    raise InvalidRequestError("input", item, "an ImageRequest or a prompt string")
 
 
 def _unwrapped(exc: Exception) -> Exception:

@@ -151,3 +151,15 @@ async def test_an_input_error_during_a_429_pause_withholds_the_waiting_create(
     assert outcomes == []
     assert sim.counters.create_requests == 1
     assert sim.counters.creates == 0
+
+
+async def test_submit_and_generate_many_refuse_a_non_request_alike_and_send_nothing(
+    client: NanoBanana, sim: Simulator
+) -> None:
+    """One rule for both: an input that is neither a prompt nor an ImageRequest is bad input."""
+    with pytest.raises(InvalidRequestError, match="an ImageRequest or a prompt string"):
+        await client.submit(42)  # type: ignore[arg-type]
+    outcomes = [o async for o in client.generate_many([42])]  # type: ignore[list-item]
+    assert isinstance(outcomes[0].error, InvalidRequestError)
+    assert "an ImageRequest or a prompt string" in str(outcomes[0].error)
+    assert len(sim.requests) == 0

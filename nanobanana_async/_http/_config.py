@@ -15,6 +15,7 @@ __all__ = [
 ]
 
 DEFAULT_BASE_URL: Final = "https://zcbservice.aizfw.cn/kyyReactApiServer"
+#: The environment variable the API key is read from when none is passed.
 API_KEY_ENV: Final = "NANOBANANA_API_KEY"
 #: Largest JSON answer read from the API; the real ones are a few hundred bytes.
 MAX_JSON_BYTES: Final = 1 << 20

@@ -18,8 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .._errors import NanoBananaError
-from .._vocabulary import MODELS, RESOLUTIONS, SIZES
+from nanobanana_async import MODELS, RESOLUTIONS, SIZES, NanoBananaError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -127,9 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nanobanana`` console script; returns the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["simulate"]:
-        from ..testing.__main__ import main as simulate
+        from nanobanana_async.testing import serve_command
 
-        return simulate(args_list[1:])
+        return serve_command(args_list[1:], prog="nanobanana simulate")
     try:
         from rich.console import Console
     except ImportError:
@@ -155,8 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check_key(args: argparse.Namespace) -> None:
     """Without --simulate a key is needed: say so before anything is created."""
-    from .._errors import ConfigurationError
-    from .._http import API_KEY_ENV
+    from nanobanana_async import API_KEY_ENV, ConfigurationError
 
     if not args.simulate and not os.environ.get(API_KEY_ENV):
         raise ConfigurationError(
@@ -245,7 +243,8 @@ def _check_creatable(what: str, path: Path, existing: Path) -> None:
 
 
 def _journal(args: argparse.Namespace, console: Console) -> int:
-    from .._errors import JournalError
+    from nanobanana_async import JournalError
+
     from ._journal_cmd import journal_command
 
     try:

@@ -25,8 +25,7 @@ from typing import Any, TextIO, TypeVar, cast
 import anyio
 import attrs
 
-from .._errors import InvalidRequestError, NanoBananaError
-from .._models import ImageRequest
+from nanobanana_async import ImageRequest, InvalidRequestError, NanoBananaError
 
 __all__ = [
     "BadLine",

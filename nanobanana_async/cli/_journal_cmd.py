@@ -11,8 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .._journal import JournalEntry, JournalState
-from .._sqlite_journal import read_journal
+from nanobanana_async import JournalEntry, JournalState, read_journal
 
 __all__ = ["journal_command", "resolve_journal"]
 

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .._journal import JournalEntry, JournalState, request_fingerprint
-from .._sqlite_journal import JournalReader
+from nanobanana_async import JournalEntry, JournalReader, JournalState, request_fingerprint
+
 from ._inputs import BadLine, PromptSource, read_prompts
 
 __all__ = ["write_manifest"]

@@ -23,7 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .._models import Outcome
+from nanobanana_async import Outcome
 
 __all__ = ["RunReport"]
 

@@ -14,11 +14,14 @@ from typing import TypeVar
 import anyio
 from rich.console import Console
 
-from .._client import NanoBanana
-from .._errors import NanoBananaError
-from .._models import ImageRequest
-from .._scheduler import FATAL_ERRORS
-from .._sqlite_journal import SQLiteJournal
+from nanobanana_async import (
+    FATAL_ERRORS,
+    ImageRequest,
+    NanoBanana,
+    NanoBananaError,
+    SQLiteJournal,
+)
+
 from . import report_error
 from ._inputs import BadLine, PromptSource, read_in_thread, read_prompts
 from ._manifest import write_manifest
@@ -49,7 +52,7 @@ SIMULATOR_STATE = ".nanobanana-simulator.jsonl"
 async def open_client(args: argparse.Namespace, console: Console) -> AsyncIterator[NanoBanana]:
     """A client on the real service, or on an in-process simulator with ``--simulate``."""
     if args.simulate:
-        from ..testing import LatencyProfile, Simulator
+        from nanobanana_async.testing import LatencyProfile, Simulator
 
         async with Simulator(
             latency=LatencyProfile.demo(),

@@ -58,6 +58,7 @@ from ._faults import (
 )
 from ._latency import LatencyProfile
 from ._raw import RawFaultServer, RawReply, RawRequest, http_response
+from ._serve import serve_command
 from ._server import Simulator
 from ._state import SimTask
 
@@ -82,6 +83,7 @@ __all__ = [
     "Slow",
     "Truncate",
     "http_response",
+    "serve_command",
 ]
 
 for _cls in (

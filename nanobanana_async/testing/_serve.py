@@ -1,4 +1,4 @@
-"""Run the simulator standalone: ``python -m nanobanana_async.testing``.
+"""Serve the simulator standalone (``python -m nanobanana_async.testing``, ``nanobanana simulate``).
 
 It listens on 127.0.0.1 only, prints the URLs, the key and ``export`` lines for
 the SDK's environment variables, and runs until SIGINT or SIGTERM. With
@@ -33,9 +33,9 @@ _PROFILES = {
 }
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m nanobanana_async.testing",
+        prog=prog or "python -m nanobanana_async.testing",
         description="Serve a simulated Nano Banana service on 127.0.0.1.",
     )
     parser.add_argument("--port", type=int, default=0, help="API port (default: any free port)")
@@ -132,16 +132,12 @@ async def _serve(args: argparse.Namespace) -> None:
     print("simulator stopped", flush=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse the command line, serve until a signal, and return the exit status."""
-    args = _parser().parse_args(argv)
+def serve_command(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """Serve as ``argv`` says (default: ``sys.argv[1:]``) until SIGINT or SIGTERM."""
+    args = _parser(prog).parse_args(argv)
     try:
         asyncio.run(_serve(args))
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
