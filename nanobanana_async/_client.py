@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from collections.abc import AsyncIterable, Iterable
 from pathlib import Path
@@ -37,8 +36,6 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
 __all__ = ["NanoBanana"]
-
-logger = logging.getLogger("nanobanana_async")
 
 BASE_URL_ENV: Final = "NANOBANANA_BASE_URL"
 DEFAULT_MAX_CONCURRENCY: Final = 32

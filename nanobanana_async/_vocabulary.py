@@ -6,17 +6,7 @@ on exactly what API.md allows.
 
 from __future__ import annotations
 
-from typing import Final, Literal, TypeAlias
-
-Model: TypeAlias = Literal[
-    "nano-banana",
-    "nano-banana-pro",
-    "nano-banana-pro-stable",
-    "nano-banana-2-stable",
-    "nano-banana-2",
-]
-Resolution: TypeAlias = Literal["1k", "2k", "4k"]
-Size: TypeAlias = Literal["1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "5:4", "4:5", "21:9"]
+from typing import Final
 
 MODELS: Final[tuple[str, ...]] = (
     "nano-banana",
