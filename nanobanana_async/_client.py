@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Final, Self
 import anyio
 
 from ._download import DEFAULT_MAX_IMAGE_BYTES, Downloader
-from ._errors import ConfigurationError, TaskFailedError, UsageError
+from ._errors import (
+    ConfigurationError,
+    InvalidRequestError,
+    MalformedResponseError,
+    TaskFailedError,
+    UsageError,
+)
 from ._http import API_KEY_ENV, DEFAULT_BASE_URL, HTTPClient, Timeouts
 from ._jobs import BatchOptions, JobRunner
 from ._journal import Journal
@@ -47,6 +53,14 @@ def _positive_int(name: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+def _caller_task_id(value: object) -> str:
+    """A task id the caller passed: refused as bad input (not a bad answer) if unsafe."""
+    try:
+        return validate_task_id(value)
+    except MalformedResponseError as exc:
+        raise InvalidRequestError("task_id", value, str(exc)) from None
 
 
 class NanoBanana:
@@ -187,7 +201,7 @@ class NanoBanana:
     async def get_task(self, task_id: str) -> Task:
         """Query a task's status once."""
         self._http.check_usable()
-        return await self._http.query(validate_task_id(task_id))
+        return await self._http.query(_caller_task_id(task_id))
 
     async def wait(self, task: Task | str, *, timeout: float | None = None) -> Task:
         """Poll until the task completes or fails, and return the final Task whatever its status.
@@ -199,7 +213,7 @@ class NanoBanana:
         self._http.check_usable()
         if isinstance(task, Task):
             return await self._runner.wait(task.id, (task.model, None), timeout, task.status)
-        return await self._runner.wait(validate_task_id(task), (None, None), timeout, None)
+        return await self._runner.wait(_caller_task_id(task), (None, None), timeout, None)
 
     async def generate(
         self,

@@ -34,6 +34,7 @@ from nanobanana_async import (
     ConfigurationError,
     FixedPolling,
     ImageResult,
+    InvalidRequestError,
     MalformedResponseError,
     NanoBanana,
     NanoBananaError,
@@ -438,7 +439,7 @@ async def test_the_base_url_path_prefix_is_kept_on_every_api_request(prefix: str
         origin = str(yarl.URL(sim.base_url).origin())
         async with open_client(origin + prefix) as nano:
             await (await nano.generate("a fox")).read()
-            with pytest.raises(MalformedResponseError):
+            with pytest.raises(InvalidRequestError, match="task_id"):
                 await nano.get_task("..")
         paths = [r.path for r in sim.requests if r.origin == "api"]
     base = "/" + prefix.strip("/")

@@ -11,6 +11,7 @@ import pytest
 from nanobanana_async import (
     FixedPolling,
     ImageResult,
+    InvalidRequestError,
     MalformedResponseError,
     NanoBanana,
     NanoBananaError,
@@ -127,10 +128,10 @@ async def test_a_hostile_task_id_from_the_service_builds_no_url(
 async def test_hostile_ids_passed_by_the_caller_send_no_request(
     client: NanoBanana, sim: Simulator, task_id: str
 ) -> None:
-    """get_task and wait validate the id before any URL is built."""
-    with pytest.raises(MalformedResponseError):
+    """get_task and wait refuse the id as bad input (naming task_id) before any URL is built."""
+    with pytest.raises(InvalidRequestError, match="task_id"):
         await client.get_task(task_id)
-    with pytest.raises(MalformedResponseError):
+    with pytest.raises(InvalidRequestError, match="task_id"):
         await client.wait(task_id)
     assert sim.requests == []
 
