@@ -109,6 +109,18 @@ async def raised_by(calls: dict[str, Callable[[], Coroutine[Any, Any, object]]])
     return dict(zip(names, results, strict=True))
 
 
+def assert_closed_for_good(
+    client: NanoBanana, sim: Simulator, portal: BlockingPortal, requests_before: int
+) -> None:
+    """Closed: a later call says so and sends nothing; the one create stays one; no socket left."""
+    assert client.closed
+    with pytest.raises(ClientClosedError, match="client is closed"):
+        run(lambda: client.submit("another fox"))
+    assert sim.counters.creates == 1
+    assert len(sim.requests) == requests_before
+    portal.call(wait_until, lambda: sim.counters.open_connections == 0)
+
+
 def test_a_closed_client_used_in_a_later_event_loop_raises_client_closed_on_every_call(
     sim: Simulator, portal: BlockingPortal, tmp_path: Path
 ) -> None:
@@ -186,12 +198,7 @@ def test_a_client_never_closed_refuses_a_second_event_loop_with_a_usage_error(
     # transport, whichever the collector happens to reach first.
     assert any(m.startswith(("unclosed <socket", "unclosed transport")) for m in messages), messages
     assert not any("Unclosed client session" in m for m in messages), messages
-    assert client.closed
-    with pytest.raises(ClientClosedError, match="client is closed"):
-        run(lambda: client.submit("another fox"))
-    assert sim.counters.creates == 1
-    assert len(sim.requests) == requests_before
-    portal.call(wait_until, lambda: sim.counters.open_connections == 0)
+    assert_closed_for_good(client, sim, portal, requests_before)
 
 
 def test_a_client_whose_loop_still_runs_refuses_calls_and_aclose_from_another_loop(
@@ -219,9 +226,4 @@ def test_a_client_whose_loop_still_runs_refuses_calls_and_aclose_from_another_lo
     assert len(sim.requests) == requests_before
 
     portal.call(client.aclose)
-    assert client.closed
-    with pytest.raises(ClientClosedError, match="client is closed"):
-        run(lambda: client.submit("another fox"))
-    assert sim.counters.creates == 1
-    assert len(sim.requests) == requests_before
-    portal.call(wait_until, lambda: sim.counters.open_connections == 0)
+    assert_closed_for_good(client, sim, portal, requests_before)
