@@ -13,6 +13,7 @@ Import public names from here; the ``_modules`` behind them are private.
 from ._client import NanoBanana
 from ._download import ImageKind, sniff_image
 from ._errors import (
+    FATAL_ERRORS,
     APIError,
     AuthenticationError,
     BadRequestError,
@@ -44,7 +45,7 @@ from ._journal import Journal, JournalEntry, JournalState, request_fingerprint
 from ._models import ImageRequest, ImageResult, Outcome, Task, TaskStatus
 from ._polling import AdaptivePolling, FixedPolling, PollingPolicy
 from ._retry import Backoff, RetryPolicy
-from ._scheduler import FATAL_ERRORS, OutcomeStream
+from ._scheduler import OutcomeStream
 from ._sqlite_journal import JournalReader, SQLiteJournal, read_journal
 from ._vocabulary import MODELS, RESOLUTIONS, SIZES
 

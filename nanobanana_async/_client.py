@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterable, Iterable
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Final, Self
 
 import anyio
 
+from ._batch import BatchJob
 from ._download import DEFAULT_MAX_IMAGE_BYTES, Downloader
 from ._errors import (
     ConfigurationError,
@@ -20,8 +20,9 @@ from ._errors import (
     UsageError,
 )
 from ._http import API_KEY_ENV, DEFAULT_BASE_URL, HTTPClient, Timeouts
-from ._jobs import BatchOptions, JobRunner
+from ._jobs import JobOptions, JobRunner
 from ._journal import Journal
+from ._limits import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_DOWNLOADS, Limits, positive_int
 from ._models import (
     ImageRequest,
     ImageResult,
@@ -44,15 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["NanoBanana"]
 
 BASE_URL_ENV: Final = "NANOBANANA_BASE_URL"
-DEFAULT_MAX_CONCURRENCY: Final = 32
 DEFAULT_CONNECTION_LIMIT: Final = 100
-DEFAULT_MAX_DOWNLOADS: Final = 16
-
-
-def _positive_int(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def _caller_task_id(value: object) -> str:
@@ -68,11 +61,16 @@ class NanoBanana:
 
     ``api_key`` defaults to ``$NANOBANANA_API_KEY``; ``base_url`` to
     ``$NANOBANANA_BASE_URL`` and then the documented service URL.
-    ``max_concurrency`` bounds the jobs in flight across every call on this
-    client, from create until the image is fetched or the job has failed.
-    ``connection_limit`` bounds connections to the API (a pool separate from
-    the job budget). Downloads have a pool of their own, bounded by
-    ``max_concurrent_downloads``, so slow downloads cannot starve submissions.
+    ``max_concurrency`` is the number of job slots, shared by every call on
+    this client: ``generate`` holds one from its create until the task's
+    final status (its image is read later, through the download limit);
+    ``generate_many`` holds one per job until its image is saved or read
+    into memory; ``submit`` and ``wait`` are one-call primitives that take
+    no slot. ``connection_limit`` bounds connections to the API (a pool
+    separate from the job slots). Downloads have a pool of their own, at most
+    ``max_concurrent_downloads`` at once, so slow downloads cannot starve
+    submissions; a batch reading images into memory holds at most that many
+    that its consumer has not taken yet.
     ``polling`` decides when waiting jobs poll (``AdaptivePolling()`` by
     default) and ``retry`` what is retried and how (``RetryPolicy()``).
     ``max_requests_per_second`` caps API calls for users who know their
@@ -106,9 +104,8 @@ class NanoBanana:
         trust_env: bool = False,
         resolver: AbstractResolver | None = None,
     ) -> None:
-        self.max_concurrency = _positive_int("max_concurrency", max_concurrency)
-        _positive_int("connection_limit", connection_limit)
-        _positive_int("max_image_bytes", max_image_bytes)
+        positive_int("connection_limit", connection_limit)
+        positive_int("max_image_bytes", max_image_bytes)
         if polling is not None and not isinstance(polling, PollingPolicy):
             raise ConfigurationError(
                 "polling must be a PollingPolicy such as AdaptivePolling() or "
@@ -119,6 +116,13 @@ class NanoBanana:
         self.base_url = check_base_url(url, allow_insecure_http=allow_insecure_http)
         self.polling: PollingPolicy = polling if polling is not None else AdaptivePolling()
         self.retry = retry if retry is not None else RetryPolicy()
+        self._limits = Limits(
+            max_concurrency=max_concurrency,
+            max_downloads=max_concurrent_downloads,
+            max_requests_per_second=max_requests_per_second,
+            sleep=self.retry.sleep,
+        )
+        self.max_concurrency = self._limits.max_concurrency
         self._http = HTTPClient(
             base_url=self.base_url,
             api_key=key or None,
@@ -128,18 +132,15 @@ class NanoBanana:
             allow_insecure_http=allow_insecure_http,
             idempotency_header=idempotency_header,
             resolver=resolver,
-            download_limit=_positive_int("max_concurrent_downloads", max_concurrent_downloads),
         )
         self._runner = JobRunner(
             http=self._http,
             downloader=Downloader(self._http, max_bytes=max_image_bytes),
-            retrier=Retrier(self.retry, max_requests_per_second=max_requests_per_second),
+            retrier=Retrier(self.retry, self._limits),
             polling=self.polling,
-            max_concurrency=self.max_concurrency,
-            max_downloads=_positive_int("max_concurrent_downloads", max_concurrent_downloads),
+            limits=self._limits,
         )
         self._task_group: TaskGroup | None = None
-        self._max_downloads = max_concurrent_downloads
 
     def __repr__(self) -> str:
         state = "closed" if self._http.closed else "open"
@@ -212,8 +213,10 @@ class NanoBanana:
         """
         self._http.check_usable()
         if isinstance(task, Task):
-            return await self._runner.wait(task.id, (task.model, None), timeout, task.status)
-        return await self._runner.wait(_caller_task_id(task), (None, None), timeout, None)
+            return await self._runner.wait(
+                task.id, model=task.model, timeout=timeout, status=task.status
+            )
+        return await self._runner.wait(_caller_task_id(task), timeout=timeout)
 
     async def generate(
         self,
@@ -236,17 +239,12 @@ class NanoBanana:
         else:
             request = ImageRequest(
                 prompt=prompt,
+                model=model,
                 resolution=resolution,
                 size=size,
                 image_urls=tuple(image_urls),
-                **({"model": model} if model is not None else {}),
             )
-        runner = self._runner
-        async with runner.jobs:
-            task = await runner.create(request)
-            task = await runner.wait(
-                task.id, (request.model, request.resolution), timeout, task.status
-            )
+        task = await self._runner.generate(request, timeout=timeout)
         if task.status is TaskStatus.FAILED:
             raise TaskFailedError(task)
         return ImageResult(task, fetcher=self)
@@ -290,21 +288,38 @@ class NanoBanana:
         second batch on either gets ``JournalLockedError``.
         """
         self._http.check_usable()
-        in_memory = save_to is None and download
-        options = BatchOptions(
+        limits = self._limits
+        held_images = limits.held_images() if save_to is None and download else None
+        options = JobOptions(
             save_to=Path(save_to) if save_to is not None else None,
             download=download,
             timeout=timeout,
             overwrite=overwrite,
-            image_slots=asyncio.Semaphore(self._max_downloads) if in_memory else None,
+            held_images=held_images,
         )
-        batch_journal = None
+        store: Journal | None = None
         if journal is not None:
             store = (
                 journal if isinstance(journal, Journal) else SQLiteJournal(journal, folder=save_to)
             )
-            batch_journal = BatchJournal(store, resubmit_uncertain=resubmit_uncertain)
-        return OutcomeStream(self, requests, options, ordered, batch_journal)
+        batch_journal = (
+            BatchJournal(store, resubmit_uncertain=resubmit_uncertain) if store else None
+        )
+        return OutcomeStream(
+            requests,
+            BatchJob(self._runner, options, batch_journal),
+            workers=limits.max_concurrency,
+            read_ahead=limits.read_ahead(ordered=ordered),
+            ordered=ordered,
+            host=self._host_group,
+            journal=store,
+            identify=store is not None or save_to is not None,
+            held_images=held_images,
+        )
+
+    def _host_group(self) -> TaskGroup | None:
+        """The task group of the client's ``async with`` block (batches run in it), if open."""
+        return self._task_group
 
     async def read_image(self, task: Task) -> bytes:
         """Download a completed task's image into memory (used by ``ImageResult.read``)."""

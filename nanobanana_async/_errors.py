@@ -316,3 +316,12 @@ class JournalLockedError(JournalError):
             f"{path} is in use{by}; wait for that run to finish (or stop it), or use "
             "another folder or journal"
         )
+
+
+#: Errors that doom every job of a batch: new submissions stop when one is seen.
+FATAL_ERRORS: tuple[type[NanoBananaError], ...] = (
+    AuthenticationError,
+    ConfigurationError,
+    InsufficientBalanceError,
+    PermissionDeniedError,
+)

@@ -35,7 +35,7 @@ __all__ = [
     "request_fingerprint",
 ]
 
-#: Image URLs expire about 24 h after completion (API.md).
+#: Image URLs expire about 24 h after the task completes (the service's documented lifetime).
 URL_LIFETIME: Final = 24 * 3600.0
 
 
@@ -85,6 +85,17 @@ class JournalEntry:
     def key(self) -> tuple[str, int]:
         """The input's identity: its request's fingerprint and which occurrence it is."""
         return self.request_hash, self.occurrence
+
+    @property
+    def settled_state(self) -> JournalState:
+        """The state once no run is writing this row.
+
+        A create cut off mid-flight (``submitting``) is then ``uncertain``: it
+        may have been billed with no answer seen. Every other state is itself.
+        """
+        if self.state is JournalState.SUBMITTING:
+            return JournalState.UNCERTAIN
+        return self.state
 
     def evolve(self, **changes: Any) -> JournalEntry:
         """A copy with ``changes`` applied and a fresh ``updated_at``."""

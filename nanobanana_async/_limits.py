@@ -1,23 +1,133 @@
-"""Client-wide pacing: a pause all creates obey, request-rate limits, and a retry budget.
+"""How many run at once, and how fast: every limit of a client, in one place.
 
-These are shared by every job of a client, so one 429 slows the whole client
-down instead of each job hammering the service on its own schedule. Every
-poll and create passes through them, so they read ``time.monotonic()``
-(the clock of asyncio's loop, and so of anyio's deadlines) directly.
+``Limits`` holds them all: the job slots (``max_concurrency``), the download
+slots, the images a batch may hold in memory, the pause every create obeys
+after a 429, the optional request rate and the adaptive poll pace. They are
+shared by every job of a client, so one 429 slows the whole client down
+instead of each job hammering the service on its own schedule.
+
+Every job passes several of them, so they are asyncio's semaphores (anyio's
+limiters add a trip through the event loop to each acquire; anyio's cancel
+scopes still cancel them) and they read ``time.monotonic()`` (the clock of
+asyncio's loop, and so of anyio's deadlines) directly.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 import anyio
 
 from ._errors import ConfigurationError
 
-__all__ = ["AdaptiveRate", "PauseGate", "RateLimiter", "RetryBudget"]
+__all__ = [
+    "AdaptiveRate",
+    "ImageHold",
+    "Limits",
+    "PauseGate",
+    "RateLimiter",
+    "RetryBudget",
+    "positive_int",
+]
+
+DEFAULT_MAX_CONCURRENCY: Final = 32
+DEFAULT_MAX_DOWNLOADS: Final = 16
+
+
+def positive_int(name: str, value: object) -> int:
+    """``value`` if it is a positive int; ConfigurationError naming ``name`` otherwise."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+class Limits:
+    """Every limit of one client: what may run at once, and how fast requests go.
+
+    - ``jobs``: ``max_concurrency`` job slots, client-wide. ``generate``
+      holds one from its create until the task's final status;
+      ``generate_many`` holds one per job until its image is saved or read
+      into memory; ``submit`` and ``wait`` take none.
+    - ``downloads``: ``max_downloads`` image downloads at once (every
+      download goes through it; the download pool has no limit of its own).
+    - ``held_images()``: for one batch that reads images into memory, at most
+      ``max_downloads`` images read but not yet taken by the consumer.
+    - ``read_ahead(ordered)``: how far a batch may pull its input ahead of
+      the outcomes its consumer has taken.
+    - ``create_pause``: after a 429, every create waits it out.
+    - ``requests``: at most ``max_requests_per_second`` API calls (optional).
+    - ``poll_pace``: polls slow down by themselves in a storm of 429s.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_downloads: int = DEFAULT_MAX_DOWNLOADS,
+        max_requests_per_second: float | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self.max_concurrency = positive_int("max_concurrency", max_concurrency)
+        self.max_downloads = positive_int("max_concurrent_downloads", max_downloads)
+        self.jobs = asyncio.Semaphore(self.max_concurrency)
+        self.downloads = asyncio.Semaphore(self.max_downloads)
+        self.create_pause = PauseGate(sleep=sleep)
+        self.requests = (
+            RateLimiter(max_requests_per_second) if max_requests_per_second is not None else None
+        )
+        self.poll_pace = AdaptiveRate()
+
+    def read_ahead(self, *, ordered: bool) -> int:
+        """Inputs a batch may pull beyond the outcomes its consumer has taken.
+
+        In order, twice as many: a slow job at the head must not stall the rest.
+        """
+        return self.max_concurrency * (2 if ordered else 1)
+
+    def held_images(self) -> ImageHold:
+        """A bound on the images one batch holds in memory for its consumer."""
+        return ImageHold(self.max_downloads)
+
+    async def before_create(self) -> None:
+        """Wait out a 429 pause and the request rate before a create is sent."""
+        await self.create_pause.wait()
+        if self.requests is not None:
+            await self.requests.acquire()
+
+    async def before_poll(self) -> None:
+        """Wait for the poll pace and the request rate before a status query is sent."""
+        pace = self.poll_pace
+        await pace.acquire()
+        if self.requests is not None:
+            await self.requests.acquire()
+        pace.observe_request()
+
+
+class ImageHold:
+    """Images read into memory that the consumer has not taken yet, at most ``size``.
+
+    A job takes a place before it reads an image (keeping it on success), and
+    the batch gives it back when the outcome reaches the consumer, so a slow
+    consumer slows downloads instead of filling memory.
+    """
+
+    __slots__ = ("_places",)
+
+    def __init__(self, size: int) -> None:
+        self._places = asyncio.Semaphore(size)
+
+    async def take(self) -> None:
+        """Wait for a place for one more image."""
+        await self._places.acquire()
+
+    def give_back(self) -> None:
+        """One image has left (reached the consumer, or was never read)."""
+        self._places.release()
 
 
 class PauseGate:

@@ -92,18 +92,26 @@ def _is_absolute_http_url(url: object) -> bool:
     return parsed.scheme in ("http", "https") and bool(parsed.host)
 
 
+def _default_model_if_none(value: object) -> object:
+    """None stands for the default model, so optional settings can be passed through as they are."""
+    return DEFAULT_MODEL if value is None else value
+
+
 @attrs.frozen
 class ImageRequest:
     """One image to generate, validated at construction.
 
-    ``model`` is one of the five documented models, ``resolution`` one of
+    ``model`` is one of the five documented models (None: the default),
+    ``resolution`` one of
     ``1k``/``2k``/``4k`` (any case, stored lower case), ``size`` one of the ten
     aspect ratios, and ``image_urls`` at most six absolute http(s) URLs. A bad
     value raises ``InvalidRequestError`` naming the field and what is allowed.
     """
 
     prompt: str = attrs.field(validator=_check_prompt)
-    model: str = attrs.field(default=DEFAULT_MODEL, validator=_check_model)
+    model: str = attrs.field(
+        default=DEFAULT_MODEL, converter=_default_model_if_none, validator=_check_model
+    )
     resolution: str | None = attrs.field(
         default=None, converter=_lower_if_str, validator=_check_resolution
     )

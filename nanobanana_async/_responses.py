@@ -179,15 +179,33 @@ def error_from_response(
     return APIError(text, **kwargs)
 
 
+def malformed(
+    message: str,
+    *,
+    operation: str,
+    body_excerpt: str | None = None,
+    task_id: str | None = None,
+    transient: bool = False,
+) -> MalformedResponseError:
+    """An unusable answer to ``operation``; one to a create may have been billed."""
+    return MalformedResponseError(
+        message,
+        body_excerpt=body_excerpt,
+        may_be_billed=operation == "create",
+        task_id=task_id,
+        transient=transient,
+    )
+
+
 def task_payload(body: bytes, *, operation: str, task_id: str | None = None) -> Any:
     """The JSON of a 2xx answer; a non-JSON body raises MalformedResponseError."""
     try:
         return decode_json(body)
     except ValueError as exc:
-        raise MalformedResponseError(
+        raise malformed(
             f"the {operation} answer is not JSON ({exc})",
+            operation=operation,
             body_excerpt=excerpt(body) or None,
-            may_be_billed=operation == "create",
             task_id=task_id,
             transient=True,
         ) from None

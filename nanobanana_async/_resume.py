@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Final, Protocol
 
 import anyio
 import attrs
@@ -27,7 +28,60 @@ from ._errors import (
 from ._journal import URL_LIFETIME, Journal, JournalEntry, JournalState
 from ._models import ImageRequest, Outcome, Task, TaskStatus
 
-__all__ = ["BatchJournal", "Resume"]
+__all__ = ["NO_RECORD", "BatchJournal", "JobRecorder", "Resume"]
+
+
+class JobRecorder(Protocol):
+    """Hears of each step of a job, in order (the journal's EntryRecorder implements it)."""
+
+    async def submitting(self, client_key: str) -> None:
+        """The create is about to be sent."""
+
+    async def submitted(self, task: Task) -> None:
+        """The service accepted the create."""
+
+    async def not_billed(self, error: NanoBananaError) -> None:
+        """The create failed in a way that certainly billed nothing."""
+
+    async def uncertain(self, error: NanoBananaError) -> None:
+        """The create may have been billed but its answer was lost."""
+
+    async def finished(self, task: Task) -> None:
+        """The task completed or failed."""
+
+    async def saved(self, task: Task, saved: SavedImage) -> None:
+        """The image is on disk."""
+
+    async def errored(self, error: NanoBananaError) -> None:
+        """A job that has a task failed after its create (its state stays as it was)."""
+
+
+class _NoRecord:
+    """A recorder that keeps nothing: jobs without a journal."""
+
+    async def submitting(self, client_key: str) -> None:
+        return None
+
+    async def submitted(self, task: Task) -> None:
+        return None
+
+    async def not_billed(self, error: NanoBananaError) -> None:
+        return None
+
+    async def uncertain(self, error: NanoBananaError) -> None:
+        return None
+
+    async def finished(self, task: Task) -> None:
+        return None
+
+    async def saved(self, task: Task, saved: SavedImage) -> None:
+        return None
+
+    async def errored(self, error: NanoBananaError) -> None:
+        return None
+
+
+NO_RECORD: Final[JobRecorder] = _NoRecord()
 
 
 @attrs.frozen
@@ -36,7 +90,7 @@ class Resume:
 
     outcome: Outcome | None = None
     task: Task | None = None
-    recorder: EntryRecorder | None = None
+    recorder: JobRecorder = NO_RECORD
     resumed_from: str | None = None
 
 

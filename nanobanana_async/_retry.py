@@ -1,6 +1,6 @@
 """The one retry layer: which failures are retried, how long to wait, and Retry-After.
 
-The policy (RELIABILITY.md) in short: a paid create is retried only when it
+The policy in short: a paid create is retried only when it
 provably never reached the service (connect-phase failures, 408) or was
 refused with 429; anything after the request left raises
 ``SubmissionUncertainError`` and is never resent. Status queries and
@@ -13,6 +13,7 @@ caller's deadline.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import random
@@ -35,7 +36,7 @@ from ._errors import (
     ServerError,
     TaskNotFoundError,
 )
-from ._limits import AdaptiveRate, PauseGate, RateLimiter, RetryBudget
+from ._limits import Limits, RetryBudget
 
 T = TypeVar("T")
 logger = logging.getLogger("nanobanana_async")
@@ -115,7 +116,7 @@ class Backoff:
 
 @attrs.frozen
 class RetryPolicy:
-    """How the client retries, per kind of call (defaults from RELIABILITY.md).
+    """How the client retries, per kind of call.
 
     Creates: ``create_attempts`` tries for failures that provably never left
     the client, spaced by ``create_backoff``; 429s up to
@@ -150,31 +151,19 @@ class RetryPolicy:
 
 
 class Retrier:
-    """Runs calls under the RetryPolicy, with the pacing shared by every job of a client."""
+    """Runs calls under the RetryPolicy, paced by the client's ``Limits``."""
 
-    def __init__(
-        self, policy: RetryPolicy, *, max_requests_per_second: float | None = None
-    ) -> None:
+    def __init__(self, policy: RetryPolicy, limits: Limits) -> None:
         self.policy = policy
+        self.limits = limits
         self.budget = RetryBudget(
             capacity=policy.budget_capacity, cost=policy.budget_cost, refund=policy.budget_refund
         )
-        self.create_gate = PauseGate(sleep=policy.sleep)
-        self.poll_pace = AdaptiveRate()
-        self._requests = (
-            RateLimiter(max_requests_per_second) if max_requests_per_second is not None else None
-        )
-        self.retries = 0
-
-    async def _paced(self) -> None:
-        if self._requests is not None:
-            await self._requests.acquire()
 
     def _charge(self, error: NanoBananaError) -> None:
         if not self.budget.try_spend():
             logger.debug("retry budget exhausted; failing fast with %s", type(error).__name__)
             raise error
-        self.retries += 1
 
     def _retry_after(self, error: RateLimitedError, attempt: int, backoff: Backoff) -> float:
         """A 429's wait: Retry-After when sane, backoff when absent, raise when too long."""
@@ -207,9 +196,9 @@ class Retrier:
         policy = self.policy
         failures = limited = 0
         first_limited: float | None = None
+        limits = self.limits
         while True:
-            await self.create_gate.wait()
-            await self._paced()
+            await limits.before_create()
             try:
                 result = await send()
             except RateLimitedError as exc:
@@ -223,7 +212,7 @@ class Retrier:
                 delay = self._retry_after(exc, limited - 1, policy.create_backoff)
                 if now + delay >= anyio.current_effective_deadline():
                     raise
-                self.create_gate.pause_for(delay)
+                limits.create_pause.pause_for(delay)
                 self._log("create", limited, delay, exc)
                 continue
             except (NetworkError, APIError) as exc:
@@ -245,10 +234,9 @@ class Retrier:
         policy = self.policy
         failures = 0
         started = time.monotonic() - since_create
+        limits = self.limits
         while True:
-            await self.poll_pace.acquire()
-            await self._paced()
-            self.poll_pace.observe_request()
+            await limits.before_poll()
             try:
                 result = await send()
             except TaskNotFoundError:
@@ -256,7 +244,7 @@ class Retrier:
                     return None
                 raise
             except RateLimitedError as exc:
-                self.poll_pace.on_rate_limited()
+                limits.poll_pace.on_rate_limited()
                 failures += 1
                 if failures >= policy.poll_failures:
                     raise
@@ -272,7 +260,7 @@ class Retrier:
                 error = exc
                 delay = policy.poll_backoff.delay(failures - 1)
             else:
-                self.poll_pace.on_success()
+                limits.poll_pace.on_success()
                 self.budget.earn()
                 return result
             self._log("query", failures, delay, error)
@@ -281,29 +269,39 @@ class Retrier:
     async def download(self, fetch: Callable[[], Awaitable[T]], *, task_id: str) -> T:
         """Fetch an image, restarting from byte 0 after transient failures, within a deadline."""
         policy = self.policy
-        with anyio.move_on_after(policy.download_timeout) as deadline:
-            failures = 0
-            while True:
-                try:
-                    result = await fetch()
-                except (NetworkError, ServerError, DownloadError) as exc:
-                    if isinstance(exc, (DownloadError, NetworkError)) and not exc.retryable:
-                        raise
-                    failures += 1
-                    if failures >= policy.download_attempts:
-                        raise
-                    self._charge(exc)
-                    delay = policy.download_backoff.delay(failures - 1)
-                    self._log("download", failures, delay, exc)
-                    await self._sleep(delay, exc)
-                    continue
-                self.budget.earn()
-                return result
-        assert deadline.cancelled_caught
+        # asyncio's timeout, not an anyio scope: one per image, and anyio's costs several
+        # times more CPU (anyio's cancel scopes around it still apply).
+        deadline = asyncio.timeout(policy.download_timeout)
+        try:
+            async with deadline:
+                return await self._download_attempts(fetch)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
         raise DownloadTimeoutError(
             f"the image download did not finish within {policy.download_timeout:g} s",
             task_id=task_id,
         )
+
+    async def _download_attempts(self, fetch: Callable[[], Awaitable[T]]) -> T:
+        policy = self.policy
+        failures = 0
+        while True:
+            try:
+                result = await fetch()
+            except (NetworkError, ServerError, DownloadError) as exc:
+                if isinstance(exc, (DownloadError, NetworkError)) and not exc.retryable:
+                    raise
+                failures += 1
+                if failures >= policy.download_attempts:
+                    raise
+                self._charge(exc)
+                delay = policy.download_backoff.delay(failures - 1)
+                self._log("download", failures, delay, exc)
+                await self._sleep(delay, exc)
+                continue
+            self.budget.earn()
+            return result
 
 
 def _create_never_arrived(error: NetworkError | APIError) -> bool:

@@ -1,10 +1,16 @@
 """Running many jobs: lazy input, bounded workers, one outcome per input, streamed back.
 
-A batch is a fixed set of worker tasks that pull inputs one at a time, so a
-million-line input is never held in memory and the number of live tasks does
-not grow with it. Outcomes travel to the consumer through a memory object
-stream; the consumer never runs inside the batch's task group (PEP 789).
-Leaving the loop, raising in it or cancelling it cancels the batch at once.
+The engine is handed a job function and its limits, never the client: a
+fixed set of worker tasks pull inputs one at a time and hand each to the job
+function, so a million-line input is never held in memory and the number of
+live tasks does not grow with it. Outcomes travel to the consumer through a
+memory object stream; the consumer never runs inside the batch's task group
+(PEP 789). Leaving the loop, raising in it or cancelling it cancels the
+batch at once.
+
+Read-ahead is bounded: inputs pulled never exceed the outcomes the consumer
+has taken plus ``read_ahead``, so a consumer that pauses stops the pulling
+and the creates.
 
 Every job passes the window, the feed and the stream, so they use asyncio's
 lock and semaphore and anyio's non-blocking calls: anyio's blocking ones add
@@ -16,42 +22,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import Any, Final, Self
 
 import anyio
-import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ._errors import (
-    AuthenticationError,
-    ConfigurationError,
-    InsufficientBalanceError,
-    InvalidRequestError,
-    NanoBananaError,
-    PermissionDeniedError,
-    UsageError,
-)
-from ._jobs import BatchOptions
-from ._journal import request_fingerprint
+from ._errors import FATAL_ERRORS, InvalidRequestError, NanoBananaError, UsageError
+from ._journal import Journal, request_fingerprint
+from ._limits import ImageHold
 from ._models import ImageRequest, Outcome, as_request
-from ._naming import file_stem
-from ._resume import BatchJournal, Resume
 
-if TYPE_CHECKING:
-    from ._client import NanoBanana
-
-__all__ = ["OutcomeStream"]
-
-#: Errors that doom every job of a batch: new submissions stop when one is seen.
-FATAL_ERRORS = (
-    AuthenticationError,
-    ConfigurationError,
-    InsufficientBalanceError,
-    PermissionDeniedError,
-)
+__all__ = ["BatchInput", "JobFunction", "OutcomeStream", "SendGate"]
 
 Inputs = Iterable[ImageRequest | str] | AsyncIterable[ImageRequest | str]
 
@@ -63,7 +47,7 @@ _WIND_DOWN: Final = 30.0
 _END: Final = object()
 
 
-class _Input:
+class BatchInput:
     """One pulled input: its position, its request (or why it is not one) and its identity."""
 
     __slots__ = ("error", "fingerprint", "index", "occurrence", "request")
@@ -113,7 +97,7 @@ class _InputFeed:
         self.exhausted = False
         self.error: Exception | None = None
 
-    async def next(self) -> _Input | None:
+    async def next(self) -> BatchInput | None:
         if self._sync is not None:
             # A worker handed a window slot just as the batch was cancelled must not pull.
             await anyio.lowlevel.checkpoint_if_cancelled()
@@ -143,13 +127,13 @@ class _InputFeed:
             raise exc  # cancellation, KeyboardInterrupt and the like go on as they are
         self.error = exc
 
-    def _numbered(self, item: object) -> _Input | None:
+    def _numbered(self, item: object) -> BatchInput | None:
         if item is _END:
             self.exhausted = True
             return None
         index = self._next_index
         self._next_index += 1
-        return _Input(index, item, self.occurrences)
+        return BatchInput(index, item, self.occurrences)
 
 
 def _unwrapped(exc: Exception) -> Exception:
@@ -159,65 +143,80 @@ def _unwrapped(exc: Exception) -> Exception:
     return exc
 
 
-class _Batch:
-    """The producing side of one generate_many call: workers, input feed and stops.
+class SendGate:
+    """Whether a batch may still send creates.
 
-    Two things stop new creates: a fatal error (bad key, no balance: every
-    remaining input gets it as its outcome) and an exception raised by the
-    input itself (inputs pulled but not yet sent are dropped; jobs already
-    created run to their outcome; then the consumer gets the exception).
+    Two things close it: a fatal error (bad key, no balance: every remaining
+    input gets it as its outcome) and an exception raised by the input itself
+    (inputs pulled but not yet sent are dropped; jobs already created run to
+    their outcome; then the consumer gets the exception).
     """
+
+    __slots__ = ("_feed", "fatal")
+
+    def __init__(self, feed: _InputFeed) -> None:
+        self._feed = feed
+        self.fatal: NanoBananaError | None = None
+
+    def may_create(self) -> bool:
+        """False once nothing new may be sent."""
+        return self.fatal is None and self._feed.error is None
+
+
+#: What a batch runs for each input: an outcome, or None for an input dropped unsent.
+JobFunction = Callable[[BatchInput, SendGate], Awaitable[Outcome | None]]
+
+
+class _Batch:
+    """The producing side of one generate_many call: workers, input feed and stops."""
 
     def __init__(
         self,
-        client: NanoBanana,
         inputs: Inputs,
-        options: BatchOptions,
+        job: JobFunction,
+        *,
+        workers: int,
         send: MemoryObjectSendStream[Outcome],
         window: asyncio.Semaphore,
-        journal: BatchJournal | None,
+        journal: Journal | None,
+        identify: bool,
     ) -> None:
-        self.client = client
+        self.job = job
+        self.workers = workers
         self.journal = journal
-        identify = journal is not None or options.save_to is not None
         self.feed = _InputFeed(inputs, identify=identify)
-        self.options = options
+        self.gate = SendGate(self.feed)
         self.send = send
         self.window = window
-        self.fatal: NanoBananaError | None = None
         self.failure: BaseException | None = None
         self.not_requested: int | None = None
         self.scope = anyio.CancelScope()
         self.finished = asyncio.Event()
 
-    def may_create(self) -> bool:
-        """False once nothing new may be sent: a fatal error, or the input raised."""
-        return self.fatal is None and self.feed.error is None
-
     async def run(self) -> None:
         """Run every input to an outcome; a crash is kept for the consumer, never raised here."""
+        journal = self.journal
         try:
             with self.scope:
                 async with self.send, contextlib.AsyncExitStack() as stack:
-                    if self.journal is not None:
-                        store = self.journal.journal
-                        await stack.enter_async_context(store)
-                        store.claim_for_batch()
-                        stack.callback(store.release_from_batch)
+                    if journal is not None:
+                        await stack.enter_async_context(journal)
+                        journal.claim_for_batch()
+                        stack.callback(journal.release_from_batch)
                     async with anyio.create_task_group() as workers:
-                        for _ in range(self.client.max_concurrency):
+                        for _ in range(self.workers):
                             workers.start_soon(self._work)
                     self.failure = self.feed.error
-                    if self.journal is not None and self.feed.error is None:
+                    if journal is not None and self.feed.error is None:
                         assert self.feed.occurrences is not None
-                        store = self.journal.journal
-                        self.not_requested = await store.count_unrequested(self.feed.occurrences)
+                        self.not_requested = await journal.count_unrequested(self.feed.occurrences)
         except Exception as exc:  # handed to the consumer, who re-raises it
             self.failure = _unwrapped(exc)
         finally:
             self.finished.set()
 
     async def _work(self) -> None:
+        gate, job = self.gate, self.job
         while True:
             await self.window.acquire()
             try:
@@ -231,46 +230,15 @@ class _Batch:
             # Passed straight on: a local would keep each worker's last outcome (and its
             # image bytes) alive for the whole of its next job. The buffer is unbounded
             # (the window bounds it), so sending never waits.
-            outcome = await self._run_one(pulled)
+            outcome = await job(pulled, gate)
             del pulled
             if outcome is None:
                 self.window.release()  # dropped unsent: the input raised meanwhile
                 continue
+            if gate.fatal is None and isinstance(outcome.error, FATAL_ERRORS):
+                gate.fatal = outcome.error
             self.send.send_nowait(outcome)
             del outcome
-
-    async def _run_one(self, pulled: _Input) -> Outcome | None:
-        index, request = pulled.index, pulled.request
-        if request is None:
-            return Outcome(request=None, index=index, error=pulled.error)
-        plan = Resume()
-        if self.journal is not None:
-            plan = await self.journal.plan(index, request, pulled.fingerprint, pulled.occurrence)
-            if plan.outcome is not None:
-                return plan.outcome
-        stem = None
-        if self.options.save_to is not None:
-            stem = file_stem(request.prompt, pulled.fingerprint, pulled.occurrence)
-        outcome = await self.client._runner.run(
-            index,
-            request,
-            self.options,
-            recorder=plan.recorder,
-            resume=plan.task,
-            stem=stem,
-            may_create=self.may_create,
-        )
-        if outcome is None:  # withheld before its create was sent
-            if self.fatal is None:
-                return None
-            if plan.recorder is not None:
-                await plan.recorder.not_billed(self.fatal)
-            return Outcome(request=request, index=index, error=self.fatal)
-        if isinstance(outcome.error, FATAL_ERRORS) and self.fatal is None:
-            self.fatal = outcome.error
-        if plan.resumed_from is not None:
-            outcome = attrs.evolve(outcome, resumed_from=plan.resumed_from)
-        return outcome
 
 
 class OutcomeStream:
@@ -285,18 +253,31 @@ class OutcomeStream:
 
     def __init__(
         self,
-        client: NanoBanana,
         inputs: Inputs,
-        options: BatchOptions,
+        job: JobFunction,
+        *,
+        workers: int,
+        read_ahead: int,
         ordered: bool,
-        journal: BatchJournal | None = None,
+        host: Callable[[], TaskGroup | None],
+        journal: Journal | None = None,
+        identify: bool = False,
+        held_images: ImageHold | None = None,
     ) -> None:
-        self._client = client
+        self._host = host
         self._ordered = ordered
-        width = client.max_concurrency * (2 if ordered else 1)
-        self._window = asyncio.Semaphore(width)
+        self._held_images = held_images
+        self._window = asyncio.Semaphore(read_ahead)
         send, self._receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=math.inf)
-        self._batch = _Batch(client, inputs, options, send, self._window, journal)
+        self._batch = _Batch(
+            inputs,
+            job,
+            workers=workers,
+            send=send,
+            window=self._window,
+            journal=journal,
+            identify=identify,
+        )
         self._own_group: TaskGroup | None = None
         self._started = False
         self._finished = False
@@ -306,7 +287,7 @@ class OutcomeStream:
     def _start(self, group: TaskGroup | None) -> None:
         if self._started:
             return
-        group = group or self._client._task_group
+        group = group or self._host()
         if group is None:
             raise UsageError(
                 "iterate generate_many inside 'async with NanoBanana(...) as client', or "
@@ -379,9 +360,9 @@ class OutcomeStream:
                 if self._batch.failure is not None:
                     raise self._batch.failure from None
                 raise StopAsyncIteration from None
-            slots = self._batch.options.image_slots
-            if slots is not None and outcome.data is not None:
-                slots.release()  # the image is the consumer's now (held for order, at worst)
+            held = self._held_images
+            if held is not None and outcome.data is not None:
+                held.give_back()  # the image is the consumer's now (held for order, at worst)
             if not self._ordered:
                 return self._deliver(outcome)
             self._held[outcome.index] = outcome

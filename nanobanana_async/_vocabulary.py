@@ -1,7 +1,7 @@
 """The service's closed vocabularies: models, resolutions and aspect ratios.
 
 Kept in one place so the request validator, the simulator and the CLI agree
-on exactly what API.md allows.
+on exactly what the service's create call allows.
 """
 
 from __future__ import annotations

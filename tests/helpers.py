@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
+import re
 import struct
 import subprocess
 from collections.abc import Callable, Iterator
@@ -107,3 +109,31 @@ def stop_process(process: subprocess.Popen[Any]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
+
+
+_RETRYING = re.compile(r"(\w+) attempt (\d+) failed \((\w+)\); retrying in ([\d.]+) s")
+
+
+def retries_logged(
+    records: list[logging.LogRecord], operation: str | None = None
+) -> list[tuple[str, int, str, float]]:
+    """(operation, attempt, error type, delay) of every retry the SDK logged at DEBUG.
+
+    Each retry is logged once, as it is decided, so this is the client's own
+    account of how many times it retried and why.
+    """
+    found = []
+    for record in records:
+        match = _RETRYING.search(record.getMessage())
+        if match and (operation is None or match[1] == operation):
+            found.append((match[1], int(match[2]), match[3], float(match[4])))
+    return found
+
+
+def poll_pace_of(client: NanoBanana) -> Any:
+    """The client's adaptive poll pace, read through a private attribute.
+
+    No public call shows the pace yet (a statistics snapshot, ``client.stats()``,
+    is planned); until then this one helper is the only place that reaches in.
+    """
+    return client._limits.poll_pace

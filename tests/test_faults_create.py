@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import socket
 import time
 from datetime import UTC, datetime
@@ -54,19 +53,11 @@ from nanobanana_async.testing import (
 )
 
 from .conftest import FAST_RETRY, SENTINEL_KEY
-from .helpers import fast_client, wait_until
-
-_ATTEMPT_FAILED = re.compile(r"create attempt (\d+) failed \((\w+)\); retrying in ([\d.]+) s")
-
+from .helpers import fast_client, retries_logged, wait_until
 
 def _create_retries(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str, float]]:
-    """(attempt, error type, delay) of every "create attempt N failed" DEBUG line."""
-    found = []
-    for record in caplog.records:
-        match = _ATTEMPT_FAILED.search(record.getMessage())
-        if match:
-            found.append((int(match[1]), match[2], float(match[3])))
-    return found
+    """(attempt, error type, delay) of every create retry the SDK logged at DEBUG."""
+    return [(a, kind, delay) for _, a, kind, delay in retries_logged(caplog.records, "create")]
 
 
 def _create_times(sim: Simulator) -> list[float]:
@@ -394,11 +385,12 @@ async def test_a_valid_retry_after_on_create_is_honoured_then_one_job_is_created
 ) -> None:
     """Case 7: Retry-After (seconds or -ms) is waited out, plus <= 10% jitter; 1 job."""
     sim.faults.push("create", _rate_limited(headers))
-    policy = RetryPolicy(create_backoff=_MARKED_BACKOFF)
+    # No retry budget at all: a 429 with a usable Retry-After is pacing, not a failure, so it
+    # is waited out all the same (were it charged to the budget, submit would fail fast).
+    policy = RetryPolicy(create_backoff=_MARKED_BACKOFF, budget_capacity=0.0)
     async with fast_client(sim, retry=policy) as client:
         with anyio.fail_after(5):
             task = await client.submit("a fox")
-        budget_spent = client._runner.retrier.budget.spent
     [(attempt, kind, delay)] = _create_retries(debug_logs)
     assert (attempt, kind) == (1, "RateLimitedError")
     assert expected <= delay <= expected * 1.1 + 0.01
@@ -407,7 +399,25 @@ async def test_a_valid_retry_after_on_create_is_honoured_then_one_job_is_created
     assert sim.counters.create_requests == 2
     assert sim.counters.creates == 1
     assert task.id in sim.tasks
-    assert budget_spent == 0  # a 429 with a usable Retry-After is pacing, not a failure
+
+
+async def test_a_429_without_a_usable_retry_after_is_charged_to_the_retry_budget(
+    sim: Simulator, debug_logs: pytest.LogCaptureFixture
+) -> None:
+    """Case 7: with no Retry-After a 429 is a failure: an empty retry budget fails it fast.
+
+    The counterpart of the test above: the same empty budget, so it really refuses
+    every retry it is charged for.
+    """
+    sim.faults.push("create", _rate_limited({}))
+    policy = RetryPolicy(create_backoff=_MARKED_BACKOFF, budget_capacity=0.0)
+    async with fast_client(sim, retry=policy) as client:
+        with anyio.fail_after(5), pytest.raises(RateLimitedError):
+            await client.submit("a fox")
+        await anyio.sleep(0.1)
+    assert _create_retries(debug_logs) == []
+    assert sim.counters.create_requests == 1
+    assert sim.counters.creates == 0
 
 
 @pytest.mark.parametrize(
@@ -487,11 +497,12 @@ def test_retry_after_as_an_http_date_is_read_against_the_given_clock() -> None:
     assert parse_retry_after({}, now=now) is None
 
 
-async def test_one_429_pauses_every_create_of_the_client(sim: Simulator) -> None:
+async def test_one_429_pauses_every_create_of_the_client(
+    sim: Simulator, debug_logs: pytest.LogCaptureFixture
+) -> None:
     """Case 7: while one create waits out a Retry-After, another submit sends nothing."""
     sim.faults.push("create", _rate_limited({"Retry-After": "0.3"}))
     async with fast_client(sim) as client:
-        gate = client._runner.retrier.create_gate
         tasks: list[Task] = []
 
         async def submit(prompt: str) -> None:
@@ -500,7 +511,8 @@ async def test_one_429_pauses_every_create_of_the_client(sim: Simulator) -> None
         with anyio.fail_after(5):
             async with anyio.create_task_group() as group:
                 group.start_soon(submit, "first fox")
-                await wait_until(lambda: gate.paused_until > 0)
+                # The retry is logged once the client-wide pause is in place.
+                await wait_until(lambda: bool(_create_retries(debug_logs)))
                 group.start_soon(submit, "second fox")
     limited, *later = _create_times(sim)
     assert len(later) == 2
@@ -653,7 +665,7 @@ _BATCH = 1000
 _WINDOW = 16
 
 
-async def _run_batch(sim: Simulator, api_key: str) -> tuple[list[Outcome], int]:
+async def _run_batch(sim: Simulator, api_key: str) -> list[Outcome]:
     async with NanoBanana(
         api_key=api_key,
         base_url=sim.base_url,
@@ -663,13 +675,14 @@ async def _run_batch(sim: Simulator, api_key: str) -> tuple[list[Outcome], int]:
     ) as client:
         with anyio.fail_after(30):
             outcomes = [o async for o in client.generate_many(f"fox {i}" for i in range(_BATCH))]
-        retries = client._runner.retrier.retries
-    return outcomes, retries
+    return outcomes
 
 
 @pytest.mark.usefixtures("no_loop_debug")
 @pytest.mark.parametrize("status", [401, 402, 403])
-async def test_a_fatal_answer_stops_a_1000_item_batch_within_one_window(status: int) -> None:
+async def test_a_fatal_answer_stops_a_1000_item_batch_within_one_window(
+    status: int, debug_logs: pytest.LogCaptureFixture
+) -> None:
     """Case 12: 401/402/403 stop new creates within ~one window; every other outcome fails."""
     expected: type[APIError]
     paid = 0
@@ -684,7 +697,7 @@ async def test_a_fatal_answer_stops_a_1000_item_batch_within_one_window(status: 
             expected = PermissionDeniedError
             for _ in range(4 * _WINDOW):
                 sim.faults.push("create", Respond(403, {"error": {"message": "forbidden"}}))
-        outcomes, retries = await _run_batch(sim, api_key)
+        outcomes = await _run_batch(sim, api_key)
         counters = sim.counters
 
     assert sorted(o.index for o in outcomes) == list(range(_BATCH))
@@ -697,7 +710,7 @@ async def test_a_fatal_answer_stops_a_1000_item_batch_within_one_window(status: 
     # Submissions stopped within about one concurrency window of the fatal answer.
     assert counters.create_requests <= paid + _WINDOW + 2
     assert counters.creates == paid
-    assert retries == 0
+    assert retries_logged(debug_logs.records) == []  # a fatal answer is never retried
     if status == 401:
         assert counters.auth_failures == counters.create_requests
     if status == 403:
@@ -751,18 +764,18 @@ async def test_a_create_cancelled_after_sending_with_no_answer_in_the_grace_may_
 
 
 async def test_a_create_cancelled_during_a_rate_limit_pause_sends_nothing_more(
-    sim: Simulator, caplog: pytest.LogCaptureFixture
+    sim: Simulator, debug_logs: pytest.LogCaptureFixture
 ) -> None:
     """Case 13: cancelled while waiting on the paused create gate: no request, no warning."""
-    caplog.set_level(logging.WARNING, logger="nanobanana_async")
+    caplog = debug_logs
     sim.faults.push("create", _rate_limited({"Retry-After": "2"}))
     async with fast_client(sim) as client:
-        gate = client._runner.retrier.create_gate
         with anyio.fail_after(5):
             # The pause ends before fail_after: a pause past the deadline would raise at once.
             async with anyio.create_task_group() as group:
                 group.start_soon(client.submit, "a patient fox")
-                await wait_until(lambda: gate.paused_until > 0)
+                # The retry is logged once the client-wide pause is in place.
+                await wait_until(lambda: bool(_create_retries(caplog)))
                 await anyio.sleep(0.1)
                 started = time.monotonic()
                 group.cancel_scope.cancel()

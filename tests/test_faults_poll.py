@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import itertools
 import random
-import re
 import statistics
 import time
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
 from nanobanana_async import (
@@ -42,9 +42,14 @@ from nanobanana_async.testing import (
 )
 
 from .conftest import FAST_RETRY
-from .helpers import fast_client, png_size, sdk_tasks, wait_until
-
-_QUERY_RETRY = re.compile(r"query attempt (\d+) failed \((\w+)\); retrying in ([\d.]+) s")
+from .helpers import (
+    fast_client,
+    png_size,
+    poll_pace_of,
+    retries_logged,
+    sdk_tasks,
+    wait_until,
+)
 
 
 def _polls_of(sim: Simulator, task_id: str) -> list[float]:
@@ -79,12 +84,11 @@ async def test_transient_poll_faults_are_retried_and_the_task_completes(
             sim.faults.push("poll", fault)
         with anyio.fail_after(10):
             done = await client.wait(task)
-        retries = client._runner.retrier.retries
     assert done.status is TaskStatus.COMPLETED
     assert sim.faults.pending("poll") == 0
-    logged = [m for r in debug_logs.records if (m := _QUERY_RETRY.search(r.getMessage()))]
+    logged = retries_logged(debug_logs.records, "query")
     assert 1 <= len(logged) <= 4
-    assert retries == len(logged)
+    assert retries_logged(debug_logs.records) == logged  # no retry of anything else
     # Exactly the four faults plus the one good answer reached the service.
     assert sim.counters.polls == 5
     assert sim.counters.creates == 1
@@ -111,6 +115,33 @@ async def test_persistent_poll_faults_give_up_after_a_bounded_number_of_polls(
     assert sim.counters.polls == polls  # nothing keeps polling after giving up
 
 
+@pytest.mark.parametrize("kind", list(_POLL_FAULTS))
+async def test_each_poll_retry_is_charged_once_to_the_client_wide_retry_budget(
+    sim: Simulator, debug_logs: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """Case 14: a retry budget with room for two retries fails the third poll failure fast."""
+    fault, per_attempt, error = _POLL_FAULTS[kind]
+    two_retries = attrs.evolve(FAST_RETRY, budget_capacity=2 * FAST_RETRY.budget_cost)
+    sim.latency = LatencyProfile.instant()
+    async with fast_client(sim, timeouts=Timeouts(read=0.1), retry=two_retries) as client:
+        task = await client.submit("a fox")
+        for _ in range(FAST_RETRY.poll_failures * per_attempt):
+            sim.faults.push("poll", fault)
+        with anyio.fail_after(10), pytest.raises(error):
+            await client.wait(task)
+        polls = sim.counters.polls
+        await anyio.sleep(0.1)
+    # Exactly two retries, then failing fast, well before poll_failures (5) ran out: an
+    # uncharged retry would have left room for a third, one charged twice for only one.
+    logged = retries_logged(debug_logs.records)
+    assert [(operation, attempt) for operation, attempt, _, _ in logged] == [
+        ("query", 1),
+        ("query", 2),
+    ]
+    assert 3 <= polls <= 3 * per_attempt
+    assert sim.counters.polls == polls
+
+
 def test_poll_backoff_is_full_jitter_within_its_ceiling() -> None:
     """Case 14: retry waits are spread uniformly in [floor, min(cap, base * 2**n)]."""
     backoff = RetryPolicy().poll_backoff
@@ -128,19 +159,22 @@ def test_poll_backoff_is_full_jitter_within_its_ceiling() -> None:
 _NOT_FOUND = Respond(404, {"code": 404, "message": "task not found"})
 
 
-async def test_a_404_just_after_create_is_treated_as_pending(sim: Simulator) -> None:
+async def test_a_404_just_after_create_is_treated_as_pending(
+    sim: Simulator, debug_logs: pytest.LogCaptureFixture
+) -> None:
     """Case 15: 404s inside not_found_grace mean "not visible yet": the task completes."""
     sim.latency = LatencyProfile.instant()
-    async with fast_client(sim) as client:
+    # No retry budget at all: were these 404s counted as failures, the wait would fail fast.
+    no_budget = attrs.evolve(FAST_RETRY, budget_capacity=0.0)
+    async with fast_client(sim, retry=no_budget) as client:
         task = await client.submit("a fox")
         for _ in range(3):
             sim.faults.push("poll", _NOT_FOUND)
         with anyio.fail_after(5):
             done = await client.wait(task)
-        retries = client._runner.retrier.retries
     assert done.status is TaskStatus.COMPLETED
     assert len(_polls_of(sim, task.id)) == 4
-    assert retries == 0  # not failures: no retry budget spent
+    assert retries_logged(debug_logs.records) == []  # "not visible yet" is no failure
     assert sim.counters.creates == 1
 
 
@@ -187,7 +221,7 @@ async def test_a_429_storm_slows_every_poll_of_the_client_and_honours_retry_afte
     retry_after = 0.2
     async with fast_client(sim) as client:
         tasks = [await client.submit(f"fox {i} [never]") for i in range(4)]
-        pace = client._runner.retrier.poll_pace
+        pace = poll_pace_of(client)
         with anyio.fail_after(10):
             async with anyio.create_task_group() as group:
                 for task in tasks:

@@ -36,7 +36,7 @@ from nanobanana_async import (
 from nanobanana_async.testing import LatencyProfile, Respond, Simulator, Slow, Truncate
 
 from .conftest import FAST_RETRY
-from .helpers import part_files, sdk_tasks
+from .helpers import part_files, retries_logged, sdk_tasks
 
 #: Slow enough that a 64 px PNG (a few hundred bytes) takes over a second to arrive.
 TRICKLE = Slow(bytes_per_second=200)
@@ -331,14 +331,19 @@ def rate_limited(seconds: int) -> Respond:
     return Respond(429, {"error": "slow down"}, headers={"Retry-After": str(seconds)})
 
 
-async def test_cancel_during_a_create_retry_after_returns_at_once(sim: Simulator) -> None:
+async def test_cancel_during_a_create_retry_after_returns_at_once(
+    sim: Simulator, debug_logs: pytest.LogCaptureFixture
+) -> None:
     """Case 37: a 429 with Retry-After 30 on create, then cancel: back in < 0.5 s, nothing sent."""
     sim.faults.push("create", rate_limited(30))
     async with open_client(sim) as nano:
         took = await cancel_while_sleeping(
             lambda: nano.submit("a fox"), lambda: sim.counters.create_requests == 1
         )
-        assert nano._runner.retrier.create_gate.paused_until > anyio.current_time() + 20
+    # The client was waiting out the service's 30 s (plus jitter) when it was cancelled.
+    [(_, _, error, delay)] = retries_logged(debug_logs.records, "create")
+    assert error == "RateLimitedError"
+    assert 30 <= delay <= 33.01
     assert took < PROMPT
     await anyio.sleep(0.1)
     assert sim.counters.create_requests == 1
@@ -357,14 +362,18 @@ async def test_cancel_during_a_poll_retry_after_returns_at_once(sim: Simulator) 
     assert sim.tasks[task.id].polls == 1
 
 
-async def test_cancel_during_a_long_poll_backoff_returns_at_once(sim: Simulator) -> None:
+async def test_cancel_during_a_long_poll_backoff_returns_at_once(
+    sim: Simulator, debug_logs: pytest.LogCaptureFixture
+) -> None:
     """Case 37: a 503 on a poll with a 30 s poll backoff, then cancel: back in < 0.5 s."""
     retry = attrs.evolve(FAST_RETRY, poll_backoff=LONG)
     async with open_client(sim, retry=retry) as nano:
         task = await nano.submit("a fox")
         sim.faults.push("poll", Respond(503))
         took = await cancel_while_sleeping(lambda: nano.wait(task), lambda: sim.counters.polls == 1)
-        assert nano._runner.retrier.retries == 1
+    # Exactly one retry was decided (the one being slept on), for the 503.
+    [(operation, attempt, error, _)] = retries_logged(debug_logs.records)
+    assert (operation, attempt, error) == ("query", 1, "ServerError")
     assert took < PROMPT
     assert sim.counters.polls == 1
 

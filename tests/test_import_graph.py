@@ -1,7 +1,9 @@
 """The package's layering, read from the source: who may import whom.
 
 The command line is a user of the public API, so what it needs, users can
-have too; the HTTP seam knows nothing of journals, batches or the client.
+have too; the HTTP seam knows nothing of journals, batches or the client;
+only the package's front door builds on the client module, and the batch
+engine is handed a job function and its limits, never the client.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def test_the_http_seam_imports_no_journal_engine_or_client_module() -> None:
         "nanobanana_async._resume",
         "nanobanana_async._scheduler",
         "nanobanana_async._jobs",
+        "nanobanana_async._batch",
         "nanobanana_async.cli",
     )
     offenders = {
@@ -62,6 +65,31 @@ def test_the_http_seam_imports_no_journal_engine_or_client_module() -> None:
     assert not offenders, sorted(offenders)
 
 
+def test_only_the_package_front_door_imports_the_client_module() -> None:
+    """No module but ``__init__`` imports ``_client``, not even under TYPE_CHECKING."""
+    offenders = {
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if path != PACKAGE / "__init__.py" and "nanobanana_async._client" in set(imports_of(path))
+    }
+    assert not offenders, sorted(offenders)
+
+
+def test_the_batch_engine_knows_no_client_http_or_job_module() -> None:
+    """_scheduler runs whatever job function it is handed: it imports none of what jobs do."""
+    forbidden = (
+        "nanobanana_async._client",
+        "nanobanana_async._http",
+        "nanobanana_async._jobs",
+        "nanobanana_async._batch",
+        "nanobanana_async._download",
+        "nanobanana_async._retry",
+    )
+    imported = set(imports_of(PACKAGE / "_scheduler.py"))
+    assert imported, "the reader found no import at all"
+    assert not {module for module in imported if module.startswith(forbidden)}
+
+
 def test_the_import_reader_resolves_relative_imports() -> None:
     """The checks above would pass vacuously if relative imports were misread."""
     cli_run = set(imports_of(PACKAGE / "cli" / "_run.py"))
@@ -70,3 +98,5 @@ def test_the_import_reader_resolves_relative_imports() -> None:
     http_client = set(imports_of(PACKAGE / "_http" / "_client.py"))
     assert "nanobanana_async._errors" in http_client
     assert "nanobanana_async._http._config" in http_client
+    front_door = set(imports_of(PACKAGE / "__init__.py"))
+    assert "nanobanana_async._client" in front_door

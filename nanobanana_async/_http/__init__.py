@@ -10,13 +10,14 @@ follow them by hand, https only.
 
 from ._client import HTTPClient
 from ._config import API_KEY_ENV, DEFAULT_BASE_URL, MAX_JSON_BYTES, Timeouts
-from ._wire import AbandonedCreate, DownloadBody
+from ._wire import CreateCall, CreateFate, DownloadBody
 
 __all__ = [
     "API_KEY_ENV",
     "DEFAULT_BASE_URL",
     "MAX_JSON_BYTES",
-    "AbandonedCreate",
+    "CreateCall",
+    "CreateFate",
     "DownloadBody",
     "HTTPClient",
     "Timeouts",

@@ -8,17 +8,13 @@ from here. Downloads carry no key or cookie, follow redirects by hand
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
-from types import SimpleNamespace
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
-import anyio
 import yarl
 
 from .._errors import (
@@ -34,7 +30,7 @@ from .._errors import (
     UnsafeURLError,
 )
 from .._models import ImageRequest, Task, validate_task_id
-from .._responses import error_from_response, excerpt, looks_like_error, task_payload
+from .._responses import error_from_response, excerpt, looks_like_error, malformed, task_payload
 from .._urls import check_download_url, redacted
 from ._config import (
     API_KEY_ENV,
@@ -46,24 +42,11 @@ from ._config import (
     Timeouts,
 )
 from ._sessions import Sessions
-from ._wire import AbandonedCreate, DownloadBody, network_error, provably_unsent
+from ._wire import CreateCall, CreateTrace, OpenDownload, network_error, provably_unsent, sending
 
 __all__ = ["HTTPClient"]
 
 logger = logging.getLogger("nanobanana_async")
-
-
-async def _finish_abandoned(attempt: asyncio.Task[Task], grace: float) -> Task | None:
-    """Give an abandoned create ``grace`` seconds to answer, then stop it; its Task if it came."""
-    if grace > 0:
-        with anyio.move_on_after(grace):
-            await asyncio.wait([attempt])
-    if not attempt.done():
-        attempt.cancel()
-        await asyncio.wait([attempt])
-    if attempt.cancelled() or attempt.exception() is not None:
-        return None
-    return attempt.result()
 
 
 class HTTPClient:
@@ -77,7 +60,6 @@ class HTTPClient:
         pool_limit: int,
         timeouts: Timeouts,
         trust_env: bool,
-        download_limit: int = 16,
         allow_insecure_http: bool,
         idempotency_header: str | None = None,
         resolver: aiohttp.abc.AbstractResolver | None = None,
@@ -89,7 +71,6 @@ class HTTPClient:
         self._sessions = Sessions(
             api_key=self._key,
             pool_limit=pool_limit,
-            download_limit=download_limit,
             timeouts=timeouts,
             trust_env=trust_env,
             resolver=resolver,
@@ -117,10 +98,10 @@ class HTTPClient:
     async def _read_capped(self, response: aiohttp.ClientResponse, operation: str) -> bytes:
         declared = response.content_length
         if declared is not None and declared > MAX_JSON_BYTES:
-            raise MalformedResponseError(
+            raise malformed(
                 f"the {operation} answer declares {declared} bytes, over the "
                 f"{MAX_JSON_BYTES}-byte limit",
-                may_be_billed=operation == "create",
+                operation=operation,
             )
         body = await response.content.read(MAX_JSON_BYTES + 1)
         while len(body) <= MAX_JSON_BYTES:
@@ -129,57 +110,31 @@ class HTTPClient:
                 break
             body += more
         if len(body) > MAX_JSON_BYTES:
-            raise MalformedResponseError(
+            raise malformed(
                 f"the {operation} answer is larger than {MAX_JSON_BYTES} bytes",
-                may_be_billed=operation == "create",
+                operation=operation,
             )
         if self._key is not None:
             # A service that echoes the key back must not get it into our errors.
             body = body.replace(self._key.reveal().encode(), b"<redacted>")
         return body
 
-    async def create(
-        self,
-        request: ImageRequest,
-        *,
-        client_key: str,
-        grace: float,
-        on_abandoned: AbandonedCreate | None = None,
-    ) -> Task:
-        """Send one paid create; ``SubmissionUncertainError`` if it may be billed unseen.
+    def start_create(self, request: ImageRequest, *, client_key: str) -> CreateCall:
+        """Send one paid create; await the call's ``answer()`` for its Task.
 
-        If the caller is cancelled after the request left, the answer is still
-        awaited for up to ``grace`` seconds (shielded). Either way
-        ``on_abandoned`` is then awaited, shielded, with whether the request
-        left and the Task if one came back, so a billed task id is not lost
-        and an unsent one is known to be unbilled.
+        A create whose fate is unknown raises ``SubmissionUncertainError``,
+        never a second attempt from here. A caller that stops waiting asks the
+        call's ``abandon()`` what became of it.
         """
-        trace = SimpleNamespace(headers_sent=False)
-        # The create runs in a child task so that a cancelled caller can let a sent
-        # request finish; the child is always awaited before this call returns, so
-        # nothing outlives it. (A plain asyncio task: a task group per create cost
-        # as much CPU as the rest of the create.)
-        attempt = asyncio.get_running_loop().create_task(
-            self._create_once(request, client_key, trace)
-        )
-        try:
-            return await asyncio.shield(attempt)
-        except BaseException as exc:
-            if attempt.done() and not attempt.cancelled() and attempt.exception() is exc:
-                raise  # the create itself failed: its error is what is propagating
-            # The caller was cancelled (or interrupted) while the create was in flight.
-            with anyio.CancelScope(shield=True):
-                sent = trace.headers_sent
-                task = await _finish_abandoned(attempt, grace if sent else 0.0)
-                if on_abandoned is not None:
-                    await on_abandoned(request, client_key, sent, task)
-            raise
+        trace = CreateTrace()
+        return CreateCall(self._create_once(request, client_key, trace), trace)
 
     async def _create_once(
-        self, request: ImageRequest, client_key: str, trace: SimpleNamespace
+        self, request: ImageRequest, client_key: str, trace: CreateTrace
     ) -> Task:
         self._require_key()
-        session = self._sessions.create_session()
+        sending(trace)  # this task's own context: only this create's request sees it
+        session = self._sessions.session()
         headers = {self._idempotency_header: client_key} if self._idempotency_header else None
         sent_at = time.time()
         started = time.monotonic()
@@ -195,7 +150,6 @@ class HTTPClient:
                 json=request.to_payload(),
                 headers=headers,
                 allow_redirects=False,
-                trace_request_ctx=trace,
                 proxy=self._sessions.proxy_for(self._create_url),
             ) as response:
                 status, answer_headers = response.status, response.headers
@@ -284,10 +238,10 @@ class HTTPClient:
         try:
             task = Task.from_response(data, expected_id=task_id if operation == "query" else None)
         except MalformedResponseError as exc:
-            raise MalformedResponseError(
+            raise malformed(
                 exc.message,
+                operation=operation,
                 body_excerpt=excerpt(body),
-                may_be_billed=operation == "create",
                 task_id=exc.task_id or task_id,
             ) from None
         if task_id is not None and task.id != task_id:
@@ -296,11 +250,19 @@ class HTTPClient:
             )
         return task
 
-    @asynccontextmanager
-    async def open_download(
+    def open_download(
         self, url: str, *, task_id: str | None = None, max_bytes: int | None = None
-    ) -> AsyncIterator[DownloadBody]:
-        """Open an image URL for streaming: no key or cookies, no compression, redirects by hand."""
+    ) -> OpenDownload:
+        """Open an image URL for streaming: no key or cookies, no compression, redirects by hand.
+
+        Use it as ``async with http.open_download(url) as body``; the response is
+        released when the block ends.
+        """
+        limit = None if max_bytes is None else max_bytes + 1
+        return OpenDownload(self._download_response(url, task_id), task_id, limit)
+
+    async def _download_response(self, url: str, task_id: str | None) -> aiohttp.ClientResponse:
+        """The image's 200 response, after following redirects by hand (https only, at most 5)."""
         session = self._sessions.session(downloads=True)
         target = check_download_url(
             url, allow_insecure_http=self._allow_insecure_http, task_id=task_id
@@ -311,7 +273,6 @@ class HTTPClient:
             try:
                 response = await session.get(
                     target,
-                    headers={"Accept-Encoding": "identity", "Accept": "image/*"},
                     allow_redirects=False,
                     auto_decompress=False,
                     proxy=self._sessions.proxy_for(target),
@@ -322,18 +283,18 @@ class HTTPClient:
                 raise failure  # outside the except block: aiohttp's error stays behind
             try:
                 self._log("GET", target, response.status, started)
-                if response.status in REDIRECTS:
+                status = response.status
+                if status == 200:
+                    return response
+                if status in REDIRECTS:
                     target = self._next_hop(target, response.headers.get("Location"), task_id)
                     continue
-                if response.status in EXPIRED:
-                    raise ResultExpiredError(task_id or "?", status=response.status)
-                if response.status != 200:
-                    raise self._download_status_error(response, task_id)
-                limit = None if max_bytes is None else max_bytes + 1
-                yield DownloadBody(response, task_id, limit)
-                return
+                if status in EXPIRED:
+                    raise ResultExpiredError(task_id or "?", status=status)
+                raise self._download_status_error(response, task_id)
             finally:
-                response.release()
+                if response.status != 200:
+                    response.release()
         raise DownloadError(
             f"the image URL redirected more than {MAX_DOWNLOAD_REDIRECTS} times", task_id=task_id
         )

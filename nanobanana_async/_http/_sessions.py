@@ -1,10 +1,9 @@
 """The aiohttp sessions of one client: opened lazily, closed once, pools kept apart.
 
-API calls share one pool (``connection_limit``); creates see it through a
-second session that reports when request headers have left (only creates
-need that, and tracing every poll would cost CPU for nothing); downloads
-have a pool of their own (``max_concurrent_downloads``). Only the API
-sessions carry the key (as a default header, so no request builds it
+API calls share one pool (``connection_limit``), through a session whose
+requests note when a create starts writing (``ApiRequest``); downloads have
+a pool of their own, bounded by the client's download slots. Only the API
+session carries the key (as a default header, so no request builds it
 again); the download session never sees it. No session ever
 trusts the environment wholesale: aiohttp would also read ``~/.netrc`` and
 add credentials. Proxies from the environment, when the user opts in, are
@@ -25,7 +24,7 @@ import yarl
 
 from .._errors import ClientClosedError, UsageError
 from ._config import USER_AGENT, Secret, Timeouts
-from ._wire import on_headers_sent
+from ._wire import ApiRequest
 
 __all__ = ["Sessions"]
 
@@ -45,13 +44,11 @@ class Sessions:
         *,
         api_key: Secret | None,
         pool_limit: int,
-        download_limit: int,
         timeouts: Timeouts,
         trust_env: bool,
         resolver: aiohttp.abc.AbstractResolver | None,
     ) -> None:
         self._pool_limit = pool_limit
-        self._download_limit = download_limit
         self._timeouts = timeouts
         self._resolver = resolver
         self._api_headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
@@ -60,7 +57,6 @@ class Sessions:
         # Read once, when the client is built; only with trust_env=True.
         self._proxies = urllib.request.getproxies() if trust_env else {}
         self.api_session: aiohttp.ClientSession | None = None
-        self.traced_session: aiohttp.ClientSession | None = None
         self.download_session: aiohttp.ClientSession | None = None
         self.closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -86,7 +82,12 @@ class Sessions:
                 self.download_session = self._new_session(
                     self._new_connector(downloads=True),
                     total=None,
-                    headers={"User-Agent": USER_AGENT},
+                    # Raw bytes only (the type is checked from them), so no compression.
+                    headers={
+                        "User-Agent": USER_AGENT,
+                        "Accept": "image/*",
+                        "Accept-Encoding": "identity",
+                    },
                 )
             return self.download_session
         if self.api_session is None:
@@ -94,45 +95,26 @@ class Sessions:
                 self._new_connector(downloads=False),
                 total=self._timeouts.total,
                 headers=self._api_headers,
+                request_class=ApiRequest,
             )
         return self.api_session
 
-    def create_session(self) -> aiohttp.ClientSession:
-        """The API pool seen through a session that reports when request headers have left.
-
-        Only creates need to know (it decides whether a failed create may have been
-        billed); tracing every poll would cost CPU for nothing, so creates use this
-        second session over the same connector.
-        """
-        api = self.session()
-        if self.traced_session is None:
-            trace = aiohttp.TraceConfig()
-            trace.on_request_headers_sent.append(on_headers_sent)
-            self.traced_session = self._new_session(
-                api.connector,
-                total=self._timeouts.total,
-                headers=self._api_headers,
-                owner=False,
-                trace=trace,
-            )
-        return self.traced_session
-
     def _new_connector(self, *, downloads: bool) -> aiohttp.TCPConnector:
-        limit = self._download_limit if downloads else self._pool_limit
+        # Downloads are bounded by the client's download slots (Limits.downloads), which
+        # every download passes, so their pool needs no limit of its own (0: none).
+        limit = 0 if downloads else self._pool_limit
         return aiohttp.TCPConnector(limit=limit, resolver=self._resolver)
 
     def _new_session(
         self,
-        connector: aiohttp.BaseConnector | None,
+        connector: aiohttp.BaseConnector,
         *,
         total: float | None,
         headers: dict[str, str],
-        owner: bool = True,
-        trace: aiohttp.TraceConfig | None = None,
+        request_class: type[aiohttp.ClientRequest] = aiohttp.ClientRequest,
     ) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
             connector=connector,
-            connector_owner=owner,
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(
                 total=total,
@@ -144,7 +126,7 @@ class Sessions:
             # Never True: aiohttp would also read ~/.netrc and add credentials. Proxies
             # from the environment are applied per request instead (see proxy_for).
             trust_env=False,
-            trace_configs=[trace] if trace is not None else None,
+            request_class=request_class,
         )
 
     def proxy_for(self, url: yarl.URL) -> str | None:
@@ -172,9 +154,8 @@ class Sessions:
                 "close it in that loop"
             )
         self.closed = True
-        # The traced session borrows the API connector: close it before its owner.
-        sessions = (self.traced_session, self.api_session, self.download_session)
-        self.traced_session = self.api_session = self.download_session = None
+        sessions = (self.api_session, self.download_session)
+        self.api_session = self.download_session = None
         for session in sessions:
             if session is not None:
                 await session.close()

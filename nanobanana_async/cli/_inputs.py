@@ -141,13 +141,9 @@ def _parse(
 
 def _request_from(text: str, source: PromptSource) -> ImageRequest:
     fields: dict[str, Any] = {
-        key: value
-        for key, value in (
-            ("model", source.model),
-            ("resolution", source.resolution),
-            ("size", source.size),
-        )
-        if value is not None
+        "model": source.model,
+        "resolution": source.resolution,
+        "size": source.size,
     }
     if not source.is_jsonl:
         return ImageRequest(prompt=text, **fields)

@@ -30,7 +30,7 @@ def resolve_journal(target: str) -> Path:
 
 
 def _brief(entry: JournalEntry) -> dict[str, Any]:
-    state = JournalState.UNCERTAIN if entry.state is JournalState.SUBMITTING else entry.state
+    state = entry.settled_state
     return {
         "index": entry.index,
         "prompt": entry.request.get("prompt"),

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from nanobanana_async import JournalEntry, JournalReader, JournalState, request_fingerprint
+from nanobanana_async import JournalEntry, JournalReader, request_fingerprint
 
 from ._inputs import BadLine, PromptSource, read_prompts
 
@@ -36,10 +36,9 @@ def _row(line: int | None, index: int | None, prompt: str | None) -> dict[str, A
 
 
 def _from_entry(row: dict[str, Any], entry: JournalEntry, *, live: bool) -> dict[str, Any]:
-    # Once the run has stopped, a create cut off mid-flight is, for a person, simply in
-    # doubt: "uncertain". While it runs, "submitting" is a create on the wire.
-    in_doubt = entry.state is JournalState.SUBMITTING and not live
-    state = JournalState.UNCERTAIN if in_doubt else entry.state
+    # While the run goes on, "submitting" is a create on the wire; once it has stopped,
+    # the row's settled state says what a person should read.
+    state = entry.state if live else entry.settled_state
     row.update(
         task_id=entry.task_id,
         status=state.value,

@@ -183,16 +183,7 @@ def _exit_code(report: RunReport, console: Console) -> int:
 async def generate_command(args: argparse.Namespace, console: Console) -> int:
     """Generate one image and save it into ``--out``."""
     request = ImageRequest(
-        prompt=args.prompt,
-        **{
-            key: value
-            for key, value in (
-                ("model", args.model),
-                ("resolution", args.resolution),
-                ("size", args.size),
-            )
-            if value is not None
-        },
+        prompt=args.prompt, model=args.model, resolution=args.resolution, size=args.size
     )
     async with open_client(args, console) as client:
         try:

@@ -2,7 +2,7 @@
 
 :class:`Simulator` is an aiohttp.web server on 127.0.0.1 with two origins: the
 API (``sim.base_url``) and a separate file host (``sim.file_host_url``). It
-implements API.md (bearer auth, validation, queued -> processing ->
+implements the service's contract (bearer auth, validation, queued -> processing ->
 completed/failed on a seeded :class:`LatencyProfile`, real PNG bytes of the
 requested aspect ratio, URL expiry), injects scheduled faults and counts what
 it served, so tests can assert on the server's side of the story::

@@ -18,7 +18,7 @@ from ._faults import Delay, Fault, FaultQueues, Redirect, ResetConnection, Respo
 from ._state import SimState, SimTask
 from ._validation import Invalid, validate_create
 
-#: The query response spells some models differently from the request (API.md).
+#: The service's query answer spells some models differently from the create request.
 _REPORTED_MODEL = {"nano-banana-2": "NanoBanana2"}
 _CREATE = "/v1/banana/images"
 _RESULT = "/v1/result/"

@@ -3,7 +3,7 @@
 A job spends ``queue_seconds`` queued, then a processing time drawn uniformly
 from its model's range and multiplied by its resolution's factor; ``scale``
 shrinks or stretches the whole profile, so the same shape serves tests (fast),
-the demo (seconds) and benchmarks (the field figures in API.md).
+the demo (seconds) and benchmarks (job times as the service reports them in the field).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Validate a create request body the way the service does (API.md, section 1).
+"""Validate a create request body the way the service does (field by field, with its 400 answers).
 
 Returns the normalised fields, or the 400 error body naming the bad field, so
 the handler stays a short sequence of checks.
