@@ -1,5 +1,9 @@
 """Cases 41-46 and 52 through the real ``nanobanana run``: what a person does between runs.
 
+An input is known by what it asks for, so editing the prompt file between runs
+pays only for new requests; one run at a time per output folder; Ctrl-C leaves
+a manifest and journal that agree, and a rerun converges.
+
 Each test starts a standalone simulator process and points the installed
 command at it, so "paid once" is read from the simulator's own task table
 (creates per prompt), and the folder is checked file by file. Every process
@@ -97,7 +101,7 @@ def assert_folder_matches_manifest(out: Path) -> list[dict[str, Any]]:
 def test_a_line_added_at_the_top_costs_one_create_and_the_rerun_exits_0(
     tmp_path: Path,
 ) -> None:
-    """Case 41 as reported: 22 prompts done, one line added on top, same command again."""
+    """Case 41 as reported: 22 prompts done, one line added on top, rerun: only it is paid."""
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(EXAMPLE_PROMPTS.read_text(encoding="utf-8"), encoding="utf-8")
     out = tmp_path / "out"

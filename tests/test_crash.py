@@ -8,8 +8,8 @@ in time and stopped by its own pid in a ``finally``.
 
 How a kill point is chosen. The write-ahead rule of issue 6 leaves one
 window no client can close: a create on the wire when the process dies
-leaves its row ``submitting``, and without an idempotency key (API.md) a
-rerun cannot tell whether it was billed, so for such an input "one image"
+leaves its row ``submitting``, and as the service documents no idempotency
+key, a rerun cannot tell whether it was billed: for such an input "one image"
 and "never pay twice" cannot both hold. Every kill therefore freezes the run
 with SIGSTOP, looks at what a crash would leave right then (a copy of the
 journal and its WAL, recovered by SQLite as a rerun would), and SIGKILLs the

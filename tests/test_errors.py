@@ -183,7 +183,7 @@ async def test_connection_refused_on_create_says_not_submitted_not_billed() -> N
 
 
 def test_error_classes_are_exported_under_the_public_names() -> None:
-    """DESIGN.md's error names are all importable from the package and share one base."""
+    """Every documented error class is importable from the package and shares one base."""
     import nanobanana_async as nb
 
     names = [

@@ -1,4 +1,9 @@
-"""RELIABILITY.md (b) cases 1-13: the paid create is never duplicated and never fails silently.
+"""The paid create is never duplicated and never fails silently (reliability cases 1-13).
+
+A create that provably never left the client (refused, no DNS answer, a
+connect or pool timeout, a 408) is retried, and a 429 is waited out; one that
+may have arrived (reset or read timeout after sending, a 5xx, a malformed 2xx)
+is never resent, but reported as possibly billed.
 
 Every test drives the client against the loopback simulator (or a port with
 nothing listening) and checks the server's side of the story: how many
@@ -55,6 +60,7 @@ from nanobanana_async.testing import (
 from .conftest import FAST_RETRY, SENTINEL_KEY
 from .helpers import fast_client, retries_logged, wait_until
 
+
 def _create_retries(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str, float]]:
     """(attempt, error type, delay) of every create retry the SDK logged at DEBUG."""
     return [(a, kind, delay) for _, a, kind, delay in retries_logged(caplog.records, "create")]
@@ -72,7 +78,7 @@ def _closed_port() -> int:
     return port
 
 
-# Case 1
+# Case 1: a refused connection sent nothing: at most two retries, then "not billed".
 
 
 @pytest.mark.parametrize("attempts", [1, 3])
@@ -99,7 +105,7 @@ async def test_connection_refused_is_retried_at_most_twice_and_reported_not_bill
     assert sim.counters.creates == 0
 
 
-# Case 2
+# Case 2: a DNS failure sent nothing either: retried like a refused connection.
 
 
 class _NoSuchHost(AbstractResolver):
@@ -121,7 +127,7 @@ class _NoSuchHost(AbstractResolver):
 async def test_dns_failure_is_retried_then_reported_not_submitted(
     sim: Simulator, debug_logs: pytest.LogCaptureFixture
 ) -> None:
-    """Case 2: a name that does not resolve (injected resolver, no real DNS) is as case 1."""
+    """Case 2: a name that does not resolve (injected resolver): retried, then "not billed"."""
     resolver = _NoSuchHost()
     async with NanoBanana(
         api_key=sim.api_key,
@@ -141,7 +147,7 @@ async def test_dns_failure_is_retried_then_reported_not_submitted(
     assert sim.counters.create_requests == 0
 
 
-# Case 3
+# Case 3: a pool-wait or connect timeout means "not sent", so its retry is safe: one job.
 
 
 async def test_a_create_stuck_behind_a_saturated_pool_is_retried_and_billed_once(
@@ -356,7 +362,7 @@ async def test_an_uncertain_create_is_journaled_and_not_resent_on_rerun_without_
         assert (sim.counters.create_requests, sim.counters.creates) == (2, 2)
 
 
-# Case 7
+# Case 7: a sane Retry-After pauses every create; a bad one means backoff, a long one raises.
 
 
 def _rate_limited(headers: dict[str, str]) -> Respond:
@@ -522,7 +528,7 @@ async def test_one_429_pauses_every_create_of_the_client(
     assert {t.id for t in tasks} == set(sim.tasks)
 
 
-# Case 8
+# Case 8: a connection the server dropped while idle never causes a second job.
 
 
 async def test_a_submit_after_the_server_dropped_the_idle_connection_makes_one_job() -> None:
@@ -544,7 +550,7 @@ async def test_a_submit_after_the_server_dropped_the_idle_connection_makes_one_j
         assert sim.counters.create_requests == 2
 
 
-# Case 9
+# Case 9: a redirected create is not followed, so the key and the request go nowhere else.
 
 
 @pytest.mark.parametrize(
@@ -572,7 +578,7 @@ async def test_a_redirected_create_is_not_followed_anywhere(
     assert sim.counters.file_host_auth_headers == 0
 
 
-# Case 10
+# Case 10: an unusable 2xx to a create is malformed and "may be billed", never resent.
 
 
 @pytest.mark.parametrize(
@@ -625,8 +631,9 @@ async def test_a_malformed_create_answer_excerpt_redacts_secrets(sim: Simulator)
     assert sim.counters.create_requests == 1
 
 
-# Case 11 is covered by tests/test_client.py::test_invalid_request_is_refused_locally_and_
-# reaches_no_server (0 requests for each invalid field); this adds the error's contents.
+# Case 11 (an invalid request is refused locally, naming the field: 0 requests sent) is covered
+# by tests/test_client.py::test_invalid_request_is_refused_locally_and_reaches_no_server;
+# this adds the error's contents.
 
 
 @pytest.mark.parametrize(
@@ -659,7 +666,7 @@ async def test_an_invalid_request_names_the_field_and_the_allowed_values_and_sen
     assert sim.counters.create_requests == 0
 
 
-# Case 12
+# Case 12: a 401/402/403 stops a batch's creates within one concurrency window, unretried.
 
 _BATCH = 1000
 _WINDOW = 16
@@ -717,7 +724,7 @@ async def test_a_fatal_answer_stops_a_1000_item_batch_within_one_window(
         assert sim.faults.pending("create") >= 4 * _WINDOW - _WINDOW - 2
 
 
-# Case 13
+# Case 13: a create cancelled after its headers left still waits (shielded) for its id.
 
 
 async def test_a_create_cancelled_after_sending_still_reports_the_created_task_id(

@@ -1,4 +1,9 @@
-"""RELIABILITY.md (b) cases 19-29: downloads carry no credentials, stay bounded, save atomically.
+"""Downloads carry no credentials, stay bounded and save atomically (reliability cases 19-29).
+
+An image is fetched without the key or a cookie, over https (plain http only on
+loopback or by opt-in), never past the size cap, restarted from byte 0 when cut
+short, and written to a temp file that is renamed into place; an expired URL gets
+one re-poll for a fresh one, never a new create.
 
 The simulator's file host plays the CDN. Where a case needs a host the
 simulator does not have (a third host behind a CDN redirect, an endless
@@ -161,7 +166,7 @@ class _Resolver(AbstractResolver):
         return None
 
 
-# Case 19
+# Case 19: no Authorization, Cookie or key reaches a file host, through any redirect.
 
 
 async def test_no_credentials_reach_the_file_host_or_a_third_host_behind_a_redirect(
@@ -192,7 +197,7 @@ async def test_no_credentials_reach_the_file_host_or_a_third_host_behind_a_redir
     assert all(r.authorization for r in sim.requests if r.origin == "api")
 
 
-# Case 20
+# Case 20: an http image URL or https->http hop is refused, unless loopback or opted in.
 
 
 async def test_a_redirect_to_plain_http_on_a_remote_host_is_refused_before_fetching(
@@ -266,7 +271,7 @@ async def test_plain_http_to_a_named_host_is_fetched_only_with_the_opt_in(
     assert sim.requests == []
 
 
-# Cases 21 and 22
+# Cases 21-22: a body cut short (with or without a length) is restarted; never a partial file.
 
 
 @attrs.define
@@ -374,7 +379,8 @@ async def test_an_image_that_ends_early_is_never_saved(
     assert _files(tmp_path) == []
 
 
-# Case 23 (a Content-Length over the cap is refused before the body: see also
+# Case 23: an oversize image is refused at the cap and memory stays flat (a Content-Length
+# over the cap is refused before the body: see also
 # tests/test_download.py::test_an_image_over_the_size_cap_is_refused_before_its_body_is_read)
 
 
@@ -471,7 +477,7 @@ async def test_a_close_delimited_body_over_the_cap_is_refused_cleanly(
     assert _files(tmp_path) == []
 
 
-# Case 24
+# Case 24: a gzip bomb is read no further than the size cap and fails clearly.
 
 
 @functools.cache
@@ -526,7 +532,8 @@ async def test_a_gzip_stream_without_an_encoding_header_is_not_an_image(
     assert _files(tmp_path) == []
 
 
-# Case 25 (HTML labelled image/png, and a PNG labelled octet-stream, are covered by
+# Case 25: the magic bytes, not the label, decide the type and the extension (HTML labelled
+# image/png, and a PNG labelled octet-stream, are covered by
 # tests/test_download.py::test_html_labelled_as_png_is_refused_by_its_magic_bytes and
 # ::test_a_png_labelled_octet_stream_is_saved_with_the_png_extension); other formats:
 
@@ -561,7 +568,7 @@ async def test_magic_bytes_pick_the_extension_whatever_the_label(
     assert sim.counters.downloads == 1
 
 
-# Case 26
+# Case 26: an expired URL gets one re-poll, then ResultExpiredError; never a new create.
 
 
 @pytest.mark.parametrize("status", [403, 404, 410])
@@ -628,7 +635,7 @@ async def test_an_expired_url_in_a_batch_is_an_outcome_that_keeps_the_task(
     assert _files(tmp_path) == []
 
 
-# Case 27
+# Case 27: a save that fails midway leaves no destination and no temp file behind.
 
 
 async def test_cancelling_a_save_mid_download_leaves_no_file(
@@ -705,7 +712,7 @@ async def test_a_full_disk_in_a_batch_is_an_outcome_that_keeps_the_task(
     assert sim.counters.create_requests == 2
 
 
-# Case 28
+# Case 28: a stalled download is detected, retried, then DownloadTimeoutError; no leak.
 
 
 async def test_a_stalled_download_is_retried_then_times_out_and_leaks_no_connection(
@@ -749,7 +756,8 @@ async def test_a_slow_but_steady_download_is_not_a_stall(
     assert sim.counters.downloads == 2
 
 
-# Case 29 (an existing file is kept unless overwrite=True: covered by
+# Case 29: a name clash never overwrites unless asked, and writes are atomic (an existing
+# file is kept unless overwrite=True: covered by
 # tests/test_download.py::test_saving_never_overwrites_an_existing_file_unless_asked)
 
 

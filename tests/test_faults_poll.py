@@ -1,4 +1,9 @@
-"""RELIABILITY.md (b) cases 14-18: polling survives faults, paces itself and ends cleanly.
+"""Polling survives faults, paces itself and ends cleanly (reliability cases 14-18).
+
+Status queries are free, so transient failures (5xx, 408, a non-JSON 200, a
+reset, a timeout) are retried with jitter, a bounded number of times; a 404 just
+after create means "not visible yet"; a 429 storm halves the client's global poll
+rate; a wait that runs out raises with the task's id, so it can be resumed.
 
 Each test waits on real simulator tasks while poll faults are injected, and
 checks the simulator's record of the polls (how many, and when) as well as
@@ -56,7 +61,7 @@ def _polls_of(sim: Simulator, task_id: str) -> list[float]:
     return [r.at for r in sim.requests if r.endpoint == "poll" and r.path.endswith("/" + task_id)]
 
 
-# Case 14
+# Case 14: transient poll faults are retried with jitter, a bounded number of times.
 
 #: (fault, how many sim requests one SDK attempt may use, error after too many).
 _POLL_FAULTS: dict[str, tuple[Fault, int, type[NanoBananaError]]] = {
@@ -154,7 +159,7 @@ def test_poll_backoff_is_full_jitter_within_its_ceiling() -> None:
         assert max(delays) > ceiling * 0.8
 
 
-# Case 15
+# Case 15: a 404 just after create means "not visible yet"; one that persists is final.
 
 _NOT_FOUND = Respond(404, {"code": 404, "message": "task not found"})
 
@@ -211,7 +216,7 @@ async def test_without_a_grace_the_first_404_is_final(sim: Simulator) -> None:
     assert sim.counters.polls == 1
 
 
-# Case 16
+# Case 16: a 429 storm lowers the global poll rate; no poll comes before its Retry-After.
 
 
 async def test_a_429_storm_slows_every_poll_of_the_client_and_honours_retry_after(
@@ -268,7 +273,7 @@ async def test_a_429_storm_slows_every_poll_of_the_client_and_honours_retry_afte
     assert sim.counters.creates == 4
 
 
-# Case 17
+# Case 17: odd answers are normalised or become typed errors, never a crash.
 
 
 async def _wait_with_answers(sim: Simulator, answers: list[dict[str, Any]]) -> tuple[Task, Task]:
@@ -403,7 +408,7 @@ async def test_an_unknown_status_forever_ends_at_the_deadline_with_that_status(
     assert sim.counters.polls >= 3
 
 
-# Case 18
+# Case 18: a task that never finishes times out with its id and can be waited on again.
 
 
 async def test_a_task_that_never_finishes_times_out_with_its_id_and_leaks_nothing(

@@ -1,4 +1,9 @@
-"""RELIABILITY.md (b) cases 30-34: the key stays secret, hostile input builds nothing, transport.
+"""The key stays secret, hostile input builds nothing, transport is strict (reliability 30-34).
+
+The key goes only to the API origin and shows up in no repr, error, log,
+journal or file; an id that is not a plain token builds no URL and no path; a
+base URL must be https (http only on loopback) with no userinfo; proxies are
+used only with trust_env=True; a certificate error is not retried.
 
 Every test runs the real client over loopback against the simulator, a raw
 TCP listener (``RawFaultServer``) or a recording proxy, and checks what the
@@ -389,7 +394,7 @@ async def test_a_hostile_id_in_a_poll_answer_is_malformed_and_nothing_is_fetched
     assert list(tmp_path.iterdir()) == []
 
 
-# Case 32: base URLs.
+# Case 32: base URLs: remote http refused, the path prefix kept, userinfo rejected.
 
 
 @pytest.mark.parametrize(
@@ -477,7 +482,7 @@ def test_a_refused_base_url_never_echoes_its_password(base_url: str) -> None:
     assert SENTINEL_KEY not in everything_said_by(caught.value)
 
 
-# Case 33: proxy environment variables.
+# Case 33: proxy variables count only with trust_env=True; the key still goes only to the API.
 
 
 @attrs.frozen
@@ -662,7 +667,7 @@ async def test_with_trust_env_downloads_still_carry_no_credentials(
     assert sim.counters.file_host_auth_headers == 0
 
 
-# Case 34: an untrusted TLS certificate.
+# Case 34: an untrusted TLS certificate is a clear error, not retried.
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""RELIABILITY.md (b) case 40: the response parsers take any bytes and never crash.
+"""The response parsers take any bytes and never crash (reliability case 40).
 
 The parsers are pure functions over bytes, statuses and headers
 (``_responses.decode_json`` / ``task_payload`` / ``error_from_response``,
@@ -9,7 +9,7 @@ encodings), and arbitrary Retry-After headers. The only exceptions allowed
 out are the SDK's own typed ones. ``NANOBANANA_FUZZ_EXAMPLES=5000`` searches
 harder than the quick default.
 
-The stateful half of case 40 (submit, crash, resume, with "creates <=
+The stateful half (submit, crash, resume, with "creates <=
 inputs" and "no journal row lost" as invariants) is in
 ``test_journal_stateful.py``.
 """

@@ -1,4 +1,7 @@
-"""RELIABILITY.md case 49: a client used after close, or from another event loop.
+"""A client used after close, or from another event loop (reliability case 49).
+
+Every call on a closed client raises ClientClosedError, never an asyncio
+"different event loop" or "Event loop is closed" error, and sends nothing.
 
 A client belongs to the event loop it is first used in (its sessions and
 limits are bound to it). These tests use it from several loops, so they are

@@ -140,7 +140,7 @@ def test_task_parsing_ignores_object_and_extra_fields_and_odd_model_spelling() -
 
 
 def test_completed_task_without_image_url_is_malformed_not_a_crash() -> None:
-    """API.md: a completed task must carry its image URL."""
+    """The service promises an image URL with "completed": without one, the task is malformed."""
     with pytest.raises(MalformedResponseError, match="no image_url"):
         Task.from_response({"id": "abc", "status": "completed", "image_url": None})
 

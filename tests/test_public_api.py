@@ -44,7 +44,7 @@ def test_no_public_class_is_left_out_of_all() -> None:
 
 
 def test_design_surface_names_are_exported() -> None:
-    """The names DESIGN.md promises to outside code are all there."""
+    """The names the package documents for outside code are all importable from it."""
     promised = {
         "NanoBanana",
         "ImageRequest",

@@ -1,4 +1,4 @@
-"""The simulator behaves like the service (API.md) and its faults and counters work.
+"""The simulator keeps the service's create/query contract, and its faults and counters work.
 
 These tests talk to it over loopback with plain aiohttp: they check the server,
 so they do not depend on the SDK.

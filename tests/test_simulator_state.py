@@ -1,4 +1,7 @@
-"""The simulator's ``state_path``: its tasks outlive the process (RELIABILITY.md case 50).
+"""The simulator's ``state_path``: its tasks outlive the process (reliability case 50).
+
+So an interrupted ``nanobanana run --simulate`` resumes like a real run: images
+in flight are fetched on the rerun, not failed with TaskNotFoundError.
 
 The simulator tests talk to it over loopback with plain aiohttp; the last test
 interrupts a ``nanobanana run --simulate`` subprocess with SIGINT and reruns it.
