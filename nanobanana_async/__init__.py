@@ -8,6 +8,12 @@ so many generation jobs can be submitted, polled and downloaded at once::
         path = await result.save("out/")
 
 Import public names from here; the ``_modules`` behind them are private.
+For contributors, one module answers each question: what one job does
+(``_jobs``), how many run at once and how fast (``_limits``), when to retry
+(``_retry``), when to poll (``_polling``), how bytes reach disk
+(``_download``), how a batch streams (``_scheduler``, running ``_batch``'s
+job for each input), what a rerun resumes (``_resume`` over ``_journal``),
+and how requests are sent (``_http``, the only package that uses aiohttp).
 """
 
 from ._client import NanoBanana
