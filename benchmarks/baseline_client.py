@@ -11,7 +11,9 @@ Two changes from that sample: every API call carries ``Authorization:
 Bearer <key>``, because the simulator (like the service) requires it (the
 download does not, as it should not), and ``gather`` is given
 ``return_exceptions=True``, so a failed job is counted instead of ending
-the run.
+the run. Each job returns its last status, so a job that failed on the server
+or was still running after 200 polls is counted as an error too (the SDK
+counts both), and a run with any error is not "ok".
 
 ``--pool`` runs the variant target 3 compares against at cap 100: the same job
 body, but ``cap`` worker tasks pulling prompts lazily from an iterator instead
@@ -26,7 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -60,7 +62,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     async with aiohttp.ClientSession(connector=conn) as s:
         sem = asyncio.Semaphore(args.cap)
 
-        async def job(i: int) -> None:
+        async def job(i: int) -> str:
             async with sem:
                 async with s.post(
                     f"{base}/v1/banana/images",
@@ -77,25 +79,35 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 if d["status"] == "completed":
                     async with s.get(d["image_url"]) as r:
                         await r.read()
+                return str(d["status"])
 
         async def worker(feed: Iterator[int]) -> None:
             for i in feed:
-                await job(i)
+                _count(await job(i))
 
+        def _count(outcome: object) -> None:
+            """An exception, or a job that did not complete, is an error of its kind."""
+            if isinstance(outcome, BaseException):
+                kind = classify_error(outcome)
+            elif isinstance(outcome, str) and outcome != "completed":
+                kind = f"job {outcome}"
+            else:
+                return
+            errors[kind] = errors.get(kind, 0) + 1
+
+        outcomes: Sequence[object] = ()
         window.start()
         try:
             async with asyncio.timeout(args.max_seconds):
                 if args.pool:
                     feed = iter(range(args.n))
                     workers = (worker(feed) for _ in range(min(args.cap, args.n)))
-                    failures = await asyncio.gather(*workers, return_exceptions=True)
+                    outcomes = await asyncio.gather(*workers, return_exceptions=True)
                 else:
                     jobs = (job(i) for i in range(args.n))
-                    failures = await asyncio.gather(*jobs, return_exceptions=True)
-            for failure in failures:  # a job's exception is counted, not raised
-                if isinstance(failure, BaseException):
-                    kind = classify_error(failure)
-                    errors[kind] = errors.get(kind, 0) + 1
+                    outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+            for outcome in outcomes:  # a job's exception is counted, not raised
+                _count(outcome)
         except Exception as exc:  # the time limit
             kind = classify_error(exc)
             errors[kind] = errors.get(kind, 0) + 1

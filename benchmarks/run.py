@@ -37,8 +37,9 @@ Scenarios (see ``benchmarks/README.md`` for the targets each one checks):
   ``benchmarks/journal_overhead.py``.
 
 One table is printed, with absolute figures (medians over the pairs) and, for
-each compared side, the median of its per-pair ratios to the reference with
-their spread (lowest and highest pair); the same goes to
+each compared side, the median of its per-pair ratios to the reference (with
+the targets that median is checked against, and the verdict) and their spread
+(lowest and highest pair, and how many pairs); the same goes to
 ``benchmarks/results/latest.json``.
 """
 
@@ -599,11 +600,9 @@ def _merge_errors(runs: list[dict[str, Any]]) -> dict[str, int]:
     return merged
 
 
-def _pair_ratios(
-    subject: list[dict[str, Any]], reference: list[dict[str, Any]]
-) -> dict[str, float]:
+def _pair_ratios(subject: list[dict[str, Any]], reference: list[dict[str, Any]]) -> dict[str, Any]:
     by_pair = {run["pair"]: run for run in reference if run["ok"]}
-    ratios: dict[str, float] = {}
+    ratios: dict[str, Any] = {}
     for key in (*FIGURES, "polls_per_job_warm", "latency_p50_s_warm", "latency_p99_s_warm"):
         values = [
             ratio(run.get(key, math.nan), by_pair[run["pair"]].get(key, math.nan))
@@ -642,12 +641,31 @@ def check_targets(rows: list[dict[str, Any]], full: bool) -> list[dict[str, Any]
         at_least: bool = False,
         source: dict[str, Any] | None = None,
         key: str = "",
+        row: dict[str, Any] | None = None,
+        reference: str = "",
     ) -> None:
         passed = _finite(value) and (value >= limit if at_least else value <= limit)
-        item = {"target": target, "what": what, "value": value, "limit": limit, "pass": passed}
+        item: dict[str, Any] = {
+            "target": target,
+            "what": what,
+            "value": value,
+            "limit": limit,
+            "at_least": at_least,
+            "pass": passed,
+        }
         if source is not None and f"spread_{key}" in source:
             item["spread"] = source[f"spread_{key}"]
             item["pairs"] = source[f"pairs_{key}"]
+        if row is not None:
+            # Which ratio of the table this check reads: row, reference side, figure.
+            item.update(
+                scenario=row["scenario"],
+                n=row["n"],
+                cap=row["cap"],
+                side=row["side"],
+                reference=reference or row.get("reference"),
+                figure=key,
+            )
         checks.append(item)
 
     sdk_rows = [row for row in rows if row.get("scenario") == "throughput" and row["side"] == "sdk"]
@@ -661,6 +679,7 @@ def check_targets(rows: list[dict[str, Any]], full: bool) -> list[dict[str, Any]
             1.15 if cap >= 10_000 else 1.05,
             source=row,
             key="wall_s",
+            row=row,
         )
         check(
             "2",
@@ -669,6 +688,7 @@ def check_targets(rows: list[dict[str, Any]], full: bool) -> list[dict[str, Any]
             1.25,
             source=row,
             key="cpu_ms_per_job",
+            row=row,
         )
         if cap >= 1000:
             check(
@@ -678,6 +698,7 @@ def check_targets(rows: list[dict[str, Any]], full: bool) -> list[dict[str, Any]
                 1.3,
                 source=row,
                 key="rss_growth_mb",
+                row=row,
             )
         pool = row.get("ratio_vs", {}).get("baseline-pool")
         if pool is not None:
@@ -686,10 +707,20 @@ def check_targets(rows: list[dict[str, Any]], full: bool) -> list[dict[str, Any]
                 f"RSS growth vs lazily fed worker pool, {where}",
                 pool["ratio_rss_growth_mb"],
                 1.5,
+                source=pool,
+                key="rss_growth_mb",
+                row=row,
+                reference="baseline-pool",
             )
         if cap == max(r["cap"] for r in sdk_rows):
             check(
-                "5", f"sockets after the run vs baseline, {where}", row["ratio_sockets_after"], 1.1
+                "5",
+                f"sockets after the run vs baseline, {where}",
+                row["ratio_sockets_after"],
+                1.1,
+                source=row,
+                key="sockets_after",
+                row=row,
             )
             forbidden = sum(row["errors"].get(kind, 0) for kind in ("EMFILE", "EADDRNOTAVAIL"))
             check("5", f"EMFILE + EADDRNOTAVAIL, {where}", forbidden, 0)
@@ -709,12 +740,18 @@ def check_targets(rows: list[dict[str, Any]], full: bool) -> list[dict[str, Any]
             "polls per job, adaptive vs fixed 2 s (all waves)",
             polling["ratio_polls_per_job"],
             0.75,
+            source=polling,
+            key="polls_per_job",
+            row=polling,
         )
         check(
             "4",
             "added latency p50, adaptive vs fixed 2 s (all waves)",
             polling["ratio_latency_p50_s"],
             1.05,
+            source=polling,
+            key="latency_p50_s",
+            row=polling,
         )
         check(
             "4",
@@ -744,8 +781,41 @@ def _spread(source: dict[str, Any], key: str) -> str:
     return f"{_fmt(low, 2)}-{_fmt(high, 2)}"
 
 
+#: How a figure is named where a ratio row lists the targets it is checked against.
+SHORT = {
+    "wall_s": "wall",
+    "cpu_ms_per_job": "cpu",
+    "rss_growth_mb": "rss",
+    "sockets_after": "sockets",
+    "polls_per_job": "polls",
+    "latency_p50_s": "p50",
+}
+
+
+def _verdict(item: dict[str, Any]) -> str:
+    return "PASS" if item["pass"] else "FAIL"
+
+
+def _checked(checks: list[dict[str, Any]], row: dict[str, Any], reference: str) -> str:
+    """The targets a ratio row is checked against, e.g. ``T1 wall<=1.05 PASS``."""
+    found = [
+        f"T{item['target']} {SHORT.get(item['figure'], item['figure'])}"
+        f"{'>=' if item['at_least'] else '<='}{item['limit']} {_verdict(item)}"
+        for item in checks
+        if item.get("figure")
+        and item.get("reference") == reference
+        and all(item.get(key) == row[key] for key in ("scenario", "n", "cap", "side"))
+    ]
+    return ", ".join(found)
+
+
 def render_table(rows: list[dict[str, Any]], checks: list[dict[str, Any]]) -> str:
-    """The one table: absolute figures per side, then the ratios of each compared side."""
+    """The one table: absolute figures per side, then the ratios of each compared side.
+
+    Under each compared side come its ratio row (the median of the per-pair ratios, with the
+    targets that median is checked against in the last column) and its spread row (the lowest
+    and the highest per-pair ratio, and how many pairs).
+    """
     head = (
         "scenario",
         "n",
@@ -758,6 +828,7 @@ def render_table(rows: list[dict[str, Any]], checks: list[dict[str, Any]]) -> st
         "lat p50 s",
         "lat p99 s",
         "sockets",
+        "checked against (median)",
     )
     keys = (
         "wall_s",
@@ -772,7 +843,7 @@ def render_table(rows: list[dict[str, Any]], checks: list[dict[str, Any]]) -> st
     notes: list[str] = []
     for row in rows:
         if row.get("skipped"):
-            lines.append((row["scenario"], "", "", "(placeholder)", *("",) * len(keys)))
+            lines.append((row["scenario"], "", "", "(placeholder)", *("",) * (len(keys) + 1)))
             notes.append(f"{row['scenario']}: {row['note']}")
             continue
         digits = (2, 3, 1, 2, 3, 3, 0)
@@ -783,6 +854,7 @@ def render_table(rows: list[dict[str, Any]], checks: list[dict[str, Any]]) -> st
                 f"{row['cap']:,}",
                 row["side"],
                 *(_fmt(row[key], d) for key, d in zip(keys, digits, strict=True)),
+                "",
             )
         )
         if "reference" in row:
@@ -800,19 +872,20 @@ def render_table(rows: list[dict[str, Any]], checks: list[dict[str, Any]]) -> st
                             else "-"
                             for key in keys
                         ),
+                        _checked(checks, row, reference),
                     )
                 )
                 pairs = source.get("pairs_cpu_ms_per_job", 0)
-                if pairs > 1:
-                    lines.append(
-                        (
-                            "",
-                            "",
-                            "",
-                            f"    spread, {pairs} pairs",
-                            *(_spread(source, key) for key in keys),
-                        )
+                lines.append(
+                    (
+                        "",
+                        "",
+                        "",
+                        f"    spread, {pairs} pair{'s' if pairs != 1 else ''}",
+                        *(_spread(source, key) for key in keys),
+                        "",
                     )
+                )
         if row["scenario"] == "polling":
             lines.append(
                 (
@@ -827,28 +900,35 @@ def render_table(rows: list[dict[str, Any]], checks: list[dict[str, Any]]) -> st
                     _fmt(row.get("latency_p50_s_warm"), 3),
                     _fmt(row.get("latency_p99_s_warm"), 3),
                     f"min gap {_fmt(row.get('min_poll_interval_s'), 3)} s",
+                    "",
                 )
             )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     text = []
     for number, line in enumerate(lines):
         cells = [
-            cell.ljust(widths[i]) if i < 4 else cell.rjust(widths[i]) for i, cell in enumerate(line)
+            cell.ljust(widths[i]) if i < 4 or i == len(head) - 1 else cell.rjust(widths[i])
+            for i, cell in enumerate(line)
         ]
         text.append("  ".join(cells).rstrip())
         if number == 0:
             text.append("  ".join("-" * width for width in widths))
     text.append("")
     text.extend(notes)
+    if checks:
+        text.append(
+            "targets (PERFORMANCE.md), each checked on the median of the per-pair ratios;"
+            " 'pairs' gives the lowest and highest pair:"
+        )
     for item in checks:
-        verdict = "PASS" if item["pass"] else "FAIL"
         spread = ""
         if "spread" in item:
             low, high = item["spread"]
             spread = f", pairs {_fmt(low, 3)}-{_fmt(high, 3)} over {item['pairs']}"
         text.append(
-            f"target {item['target']}: {verdict}  {item['what']}: median {_fmt(item['value'], 3)}"
-            f"{spread} ({'>=' if 'interval' in item['what'] else '<='} {item['limit']})"
+            f"  target {item['target']}: {_verdict(item)}  {item['what']}:"
+            f" {'median' if spread else 'value'} {_fmt(item['value'], 3)}{spread}"
+            f" (limit {'>=' if item['at_least'] else '<='} {item['limit']})"
         )
     return "\n".join(text)
 
@@ -881,7 +961,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the chosen profile, print the table, write ``results/latest.json``."""
     parser = argparse.ArgumentParser(description="SDK vs raw aiohttp baseline benchmarks.")
     parser.add_argument("--full", action="store_true", help="the 10,000-job scenarios (long)")
-    parser.add_argument("--pairs", type=int, help="pairs per throughput scenario (3 quick, 1 full)")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        help="pairs per throughput scenario (default 4 quick; full: 1, and 4 at cap 10,000)",
+    )
     parser.add_argument(
         "--only",
         action="append",
