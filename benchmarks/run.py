@@ -917,7 +917,7 @@ def render_table(rows: list[dict[str, Any]], checks: list[dict[str, Any]]) -> st
     text.extend(notes)
     if checks:
         text.append(
-            "targets (PERFORMANCE.md), each checked on the median of the per-pair ratios;"
+            "targets, each checked on the median of the per-pair ratios;"
             " 'pairs' gives the lowest and highest pair:"
         )
     for item in checks:
