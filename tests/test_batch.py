@@ -171,6 +171,44 @@ async def test_input_is_pulled_at_most_a_window_ahead_of_the_consumer(
     assert sim.counters.peak_in_flight <= 8
 
 
+async def test_a_paused_consumer_stops_the_pulling_the_creates_and_the_downloads(
+    sim: Simulator,
+) -> None:
+    """The consumer takes one outcome and pauses: input, creates and images all stop short.
+
+    Pulled inputs stay within the outcomes taken plus max_concurrency; the images
+    read into memory and not yet taken stay within max_concurrent_downloads.
+    """
+    sim.latency = LatencyProfile.instant()
+    total, slots, downloads = 60, 8, 3
+    pulled = 0
+
+    def prompts() -> Iterator[str]:
+        nonlocal pulled
+        for index in range(total):
+            pulled += 1
+            yield f"paused consumer {index}"
+
+    received = 0
+    during_pause: list[tuple[int, int, int]] = []
+    async with open_client(sim, max_concurrency=slots, max_concurrent_downloads=downloads) as nano:
+        async for outcome in nano.generate_many(prompts()):
+            assert outcome.ok, outcome.error
+            received += 1
+            if received == 1:
+                for _ in range(2):  # two looks, a while apart: nothing moves in between
+                    await anyio.sleep(0.4)
+                    counters = sim.counters
+                    during_pause.append((pulled, counters.creates, counters.downloads_completed))
+    assert received == total
+    assert during_pause[0] == during_pause[1]
+    paused_pulls, paused_creates, paused_downloads = during_pause[0]
+    assert slots <= paused_pulls <= 1 + slots
+    assert paused_creates <= 1 + slots
+    assert paused_downloads == 1 + downloads  # the bound was reached, and held
+    assert sim.counters.creates == total
+
+
 async def test_an_endless_input_is_read_only_as_far_as_the_consumer_goes(sim: Simulator) -> None:
     """An infinite generator: stopping after 30 outcomes pulled about 30 + max_concurrency items."""
     pulled = 0
