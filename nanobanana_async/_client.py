@@ -303,7 +303,9 @@ class NanoBanana:
                 journal if isinstance(journal, Journal) else SQLiteJournal(journal, folder=save_to)
             )
         batch_journal = (
-            BatchJournal(store, resubmit_uncertain=resubmit_uncertain) if store else None
+            BatchJournal(store, resubmit_uncertain=resubmit_uncertain)
+            if store is not None
+            else None
         )
         return OutcomeStream(
             requests,

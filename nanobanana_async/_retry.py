@@ -175,6 +175,18 @@ class Retrier:
             raise error
         return asked * (1.0 + random.uniform(0.0, 0.1))
 
+    def _backoff(
+        self, error: NanoBananaError, failures: int, attempts: int, backoff: Backoff
+    ) -> float:
+        """The wait after the ``failures``-th failure in a row, charged to the budget.
+
+        Past ``attempts`` (or with the budget spent) the failure is raised instead.
+        """
+        if failures >= attempts:
+            raise error
+        self._charge(error)
+        return backoff.delay(failures - 1)
+
     async def _sleep(self, delay: float, error: NanoBananaError) -> None:
         """Wait before a retry, or give up now if the wait would outlast the caller's deadline."""
         if anyio.current_time() + delay >= anyio.current_effective_deadline():
@@ -219,10 +231,7 @@ class Retrier:
                 if not _create_never_arrived(exc):
                     raise
                 failures += 1
-                if failures >= policy.create_attempts:
-                    raise
-                self._charge(exc)
-                delay = policy.create_backoff.delay(failures - 1)
+                delay = self._backoff(exc, failures, policy.create_attempts, policy.create_backoff)
                 self._log("create", failures, delay, exc)
                 await self._sleep(delay, exc)
                 continue
@@ -254,11 +263,8 @@ class Retrier:
                 if not _poll_may_retry(exc):
                     raise
                 failures += 1
-                if failures >= policy.poll_failures:
-                    raise
-                self._charge(exc)
+                delay = self._backoff(exc, failures, policy.poll_failures, policy.poll_backoff)
                 error = exc
-                delay = policy.poll_backoff.delay(failures - 1)
             else:
                 limits.poll_pace.on_success()
                 self.budget.earn()
@@ -293,10 +299,9 @@ class Retrier:
                 if isinstance(exc, (DownloadError, NetworkError)) and not exc.retryable:
                     raise
                 failures += 1
-                if failures >= policy.download_attempts:
-                    raise
-                self._charge(exc)
-                delay = policy.download_backoff.delay(failures - 1)
+                delay = self._backoff(
+                    exc, failures, policy.download_attempts, policy.download_backoff
+                )
                 self._log("download", failures, delay, exc)
                 await self._sleep(delay, exc)
                 continue
