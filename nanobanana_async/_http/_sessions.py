@@ -24,6 +24,7 @@ import yarl
 
 from .._errors import ClientClosedError, UsageError
 from ._config import USER_AGENT, Secret, Timeouts
+from ._protocol import install as install_quiet_reads
 from ._wire import ApiRequest
 
 __all__ = ["Sessions"]
@@ -103,7 +104,9 @@ class Sessions:
         # Downloads are bounded by the client's download slots (Limits.downloads), which
         # every download passes, so their pool needs no limit of its own (0: none).
         limit = 0 if downloads else self._pool_limit
-        return aiohttp.TCPConnector(limit=limit, resolver=self._resolver)
+        connector = aiohttp.TCPConnector(limit=limit, resolver=self._resolver)
+        install_quiet_reads(connector)
+        return connector
 
     def _new_session(
         self,
