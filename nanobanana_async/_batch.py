@@ -18,6 +18,10 @@ from ._scheduler import BatchInput, SendGate
 __all__ = ["BatchJob"]
 
 
+#: The plan of an input no journal knows: run it from its create.
+_AFRESH = Resume()
+
+
 class BatchJob:
     """The job function of one generate_many call."""
 
@@ -35,7 +39,7 @@ class BatchJob:
         index, request = pulled.index, pulled.request
         if request is None:
             return Outcome(request=None, index=index, error=pulled.error)
-        plan = Resume()
+        plan = _AFRESH
         if self._journal is not None:
             plan = await self._journal.plan(index, request, pulled.fingerprint, pulled.occurrence)
             if plan.outcome is not None:

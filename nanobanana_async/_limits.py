@@ -99,6 +99,17 @@ class Limits:
         if self.requests is not None:
             await self.requests.acquire()
 
+    def poll_unhindered(self) -> bool:
+        """Count a status query that may go at once; False when it must ``await before_poll()``.
+
+        The usual case (no request rate set, no 429 storm) costs no trip through a coroutine.
+        """
+        pace = self.poll_pace
+        if self.requests is not None or pace.rate is not None:
+            return False
+        pace.observe_request()
+        return True
+
     async def before_poll(self) -> None:
         """Wait for the poll pace and the request rate before a status query is sent."""
         pace = self.poll_pace
@@ -237,10 +248,6 @@ class AdaptiveRate:
                 self._limiter = RateLimiter(halved)
             else:
                 self._limiter.rate = halved
-
-    def on_success(self) -> None:
-        """Count one poll answered (only rolls the window)."""
-        self._roll()
 
     def _roll(self) -> None:
         now = time.monotonic()

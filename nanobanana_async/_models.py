@@ -25,7 +25,15 @@ from ._vocabulary import DEFAULT_MODEL, MAX_IMAGE_URLS, MODELS, RESOLUTIONS, SIZ
 if TYPE_CHECKING:
     from os import PathLike
 
-__all__ = ["ImageRequest", "ImageResult", "Outcome", "Task", "TaskStatus", "validate_task_id"]
+__all__ = [
+    "ImageRequest",
+    "ImageResult",
+    "Outcome",
+    "Task",
+    "TaskStatus",
+    "task_from_answer",
+    "validate_task_id",
+]
 
 MAX_TASK_ID_LENGTH = 256
 _TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
@@ -264,34 +272,53 @@ class Task:
         image URL, a missing or hostile id, or a non-object body raise
         ``MalformedResponseError``.
         """
-        if not isinstance(data, Mapping):
-            raise MalformedResponseError(
-                f"expected a JSON object, got {type(data).__name__}", task_id=expected_id
-            )
-        task_id = validate_task_id(data.get("id", expected_id))
-        raw = data.get("status")
-        raw_status = raw.strip().lower() if isinstance(raw, str) else None
-        status = _STATUS_SPELLINGS.get(raw_status or "", TaskStatus.UNKNOWN)
-        image_url = data.get("image_url")
-        if not isinstance(image_url, str) or not image_url.strip():
-            image_url = None
-        if status is TaskStatus.COMPLETED and image_url is None:
-            raise MalformedResponseError(
-                f"task {task_id} is completed but its answer has no image_url", task_id=task_id
-            )
-        error = _error_text(data.get("error"))
-        if status is TaskStatus.FAILED and error is None:
-            error = "the service gave no reason"
-        model = data.get("model")
-        return cls(
-            id=task_id,
-            status=status,
-            model=model if isinstance(model, str) else None,
-            created=_created(data.get("created")),
-            image_url=image_url,
-            error=error,
-            raw_status=raw_status if isinstance(raw, str) else _short(raw),
+        return task_from_answer(data, expected_id=expected_id)
+
+
+def task_from_answer(data: object, *, expected_id: str | None, id_checked: bool = False) -> Task:
+    """``Task.from_response``; ``id_checked`` says ``expected_id`` passed ``validate_task_id``.
+
+    A status answer repeats the id it was asked about, so that id is not checked
+    again on every poll.
+    """
+    if type(data) is not dict and not isinstance(data, Mapping):
+        raise MalformedResponseError(
+            f"expected a JSON object, got {type(data).__name__}", task_id=expected_id
         )
+    get = data.get
+    given = get("id", expected_id)
+    if id_checked and given == expected_id and type(given) is str:
+        task_id: str = given
+    else:
+        task_id = validate_task_id(given)
+    raw = get("status")
+    if isinstance(raw, str):
+        raw_status = raw.strip().lower()
+        status = _STATUS_SPELLINGS.get(raw_status, TaskStatus.UNKNOWN)
+    else:
+        raw_status = _short(raw)
+        status = TaskStatus.UNKNOWN
+    image_url = get("image_url")
+    if image_url is not None and (not isinstance(image_url, str) or not image_url.strip()):
+        image_url = None
+    if status is TaskStatus.COMPLETED and image_url is None:
+        raise MalformedResponseError(
+            f"task {task_id} is completed but its answer has no image_url", task_id=task_id
+        )
+    error = _error_text(get("error"))
+    if status is TaskStatus.FAILED and error is None:
+        error = "the service gave no reason"
+    model = get("model")
+    created = get("created")
+    return Task(
+        id=task_id,
+        status=status,
+        model=model if isinstance(model, str) else None,
+        created=None if created is None else _created(created),
+        image_url=image_url,
+        error=error,
+        raw_status=raw_status,
+    )
 
 
 class ResultFetcher(Protocol):

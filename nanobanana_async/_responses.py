@@ -54,7 +54,7 @@ def decode_json(body: bytes) -> Any:
     text = body.decode()
     if text.startswith("\ufeff"):
         text = text[1:]
-    if not text.strip():
+    if not text or text.isspace():
         raise ValueError("empty body")
     try:
         return _DECODER.decode(text)

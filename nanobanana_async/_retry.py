@@ -245,7 +245,8 @@ class Retrier:
         started = time.monotonic() - since_create
         limits = self.limits
         while True:
-            await limits.before_poll()
+            if not limits.poll_unhindered():
+                await limits.before_poll()
             try:
                 result = await send()
             except TaskNotFoundError:
@@ -266,7 +267,6 @@ class Retrier:
                 delay = self._backoff(exc, failures, policy.poll_failures, policy.poll_backoff)
                 error = exc
             else:
-                limits.poll_pace.on_success()
                 self.budget.earn()
                 return result
             self._log("query", failures, delay, error)

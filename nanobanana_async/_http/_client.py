@@ -29,7 +29,7 @@ from .._errors import (
     SubmissionUncertainError,
     UnsafeURLError,
 )
-from .._models import ImageRequest, Task, validate_task_id
+from .._models import ImageRequest, Task, task_from_answer, validate_task_id
 from .._responses import error_from_response, excerpt, looks_like_error, malformed, task_payload
 from .._urls import check_download_url, redacted
 from ._config import (
@@ -104,7 +104,8 @@ class HTTPClient:
                 operation=operation,
             )
         body = await response.content.read(MAX_JSON_BYTES + 1)
-        while len(body) <= MAX_JSON_BYTES:
+        # A body that came whole in one read (as the declared length says) needs no second.
+        while (declared is None or len(body) < declared) and len(body) <= MAX_JSON_BYTES:
             more = await response.content.read(MAX_JSON_BYTES + 1 - len(body))
             if not more:
                 break
@@ -116,7 +117,7 @@ class HTTPClient:
             )
         if self._key is not None:
             # A service that echoes the key back must not get it into our errors.
-            body = body.replace(self._key.reveal().encode(), b"<redacted>")
+            body = self._key.redact(body)
         return body
 
     def start_create(self, request: ImageRequest, *, client_key: str) -> CreateCall:
@@ -236,7 +237,8 @@ class HTTPClient:
                     reported, body, headers, operation=operation, task_id=task_id
                 )
         try:
-            task = Task.from_response(data, expected_id=task_id if operation == "query" else None)
+            # A query's id was checked when its URL was built (status_query).
+            task = task_from_answer(data, expected_id=task_id, id_checked=task_id is not None)
         except MalformedResponseError as exc:
             raise malformed(
                 exc.message,

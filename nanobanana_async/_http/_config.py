@@ -49,13 +49,18 @@ class Timeouts:
 class Secret:
     """Holds the API key so that no repr, log line or error can show it."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_encoded", "_value")
 
     def __init__(self, value: str) -> None:
         self._value = value
+        self._encoded = value.encode()
 
     def reveal(self) -> str:
         return self._value
+
+    def redact(self, body: bytes) -> bytes:
+        """``body`` with every copy of the key replaced by ``<redacted>``."""
+        return body.replace(self._encoded, b"<redacted>")
 
     def __repr__(self) -> str:
         return "<redacted>"
