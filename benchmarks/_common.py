@@ -133,11 +133,16 @@ class Window:
         self.wall_s = 0.0
         self.cpu_s = 0.0
         self._sampler: asyncio.Task[None] | None = None
+        self.probes: list[int] = []
 
     async def _sample_tasks(self) -> None:
+        ticks = 0
         while True:
-            self.peak_tasks = max(self.peak_tasks, len(asyncio.all_tasks()))
-            await asyncio.sleep(1.0)
+            if ticks % 4 == 0:
+                self.peak_tasks = max(self.peak_tasks, len(asyncio.all_tasks()))
+            self.probes.append(_speed_probe())
+            ticks += 1
+            await asyncio.sleep(0.25)
 
     def start(self) -> None:
         """Begin measuring (call after imports and session creation)."""
@@ -167,7 +172,28 @@ class Window:
             "rss_peak_mb": peak,
             "rss_growth_mb": max(0.0, peak - self.rss_start_mb),
             "peak_tasks": self.peak_tasks,
+            **_slowdown(self.probes, self.cpu_s, jobs),
         }
+
+
+def _speed_probe() -> int:
+    """Thread CPU nanoseconds of a fixed piece of pure-Python work (about 0.1 ms)."""
+    table: dict[int, int] = {}
+    start = time.thread_time_ns()
+    for i in range(2000):
+        table[i & 255] = i * 3
+    return time.thread_time_ns() - start
+
+
+def _slowdown(probes: list[int], cpu_s: float, jobs: int) -> dict[str, Any]:
+    """How much slower than its fastest the CPU ran in the window, and CPU/job corrected for it."""
+    if len(probes) < 4:
+        return {"cpu_slowdown": None, "cpu_ms_per_job_steady": None}
+    slowdown = (sum(probes) / len(probes)) / min(probes)
+    return {
+        "cpu_slowdown": slowdown,
+        "cpu_ms_per_job_steady": 1000.0 * cpu_s / max(1, jobs) / slowdown,
+    }
 
 
 def server_ports(info: dict[str, Any]) -> list[int]:

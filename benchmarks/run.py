@@ -74,6 +74,7 @@ RESULTS = HERE / "results" / "latest.json"
 FIGURES = (
     "wall_s",
     "cpu_ms_per_job",
+    "cpu_ms_per_job_steady",
     "rss_growth_mb",
     "polls_per_job",
     "latency_p50_s",
@@ -392,6 +393,10 @@ def _task_figures(tasks: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
 def measure(
     side: Side, scenario: Scenario, client: dict[str, Any], server: dict[str, Any]
 ) -> dict[str, Any]:
@@ -404,6 +409,8 @@ def measure(
         "errors": client.get("errors", {}),
         "wall_s": client.get("wall_s", math.nan),
         "cpu_ms_per_job": client.get("cpu_ms_per_job", math.nan),
+        "cpu_ms_per_job_steady": _or_nan(client.get("cpu_ms_per_job_steady")),
+        "cpu_slowdown": _or_nan(client.get("cpu_slowdown")),
         "rss_growth_mb": client.get("rss_growth_mb", math.nan),
         "rss_start_mb": client.get("rss_start_mb", math.nan),
         "rss_peak_mb": client.get("rss_peak_mb", math.nan),
@@ -823,6 +830,7 @@ def render_table(rows: list[dict[str, Any]], checks: list[dict[str, Any]]) -> st
         "side",
         "wall s",
         "cpu ms/job",
+        "steady cpu",
         "rss +MB",
         "polls/job",
         "lat p50 s",
@@ -833,6 +841,7 @@ def render_table(rows: list[dict[str, Any]], checks: list[dict[str, Any]]) -> st
     keys = (
         "wall_s",
         "cpu_ms_per_job",
+        "cpu_ms_per_job_steady",
         "rss_growth_mb",
         "polls_per_job",
         "latency_p50_s",
@@ -846,7 +855,7 @@ def render_table(rows: list[dict[str, Any]], checks: list[dict[str, Any]]) -> st
             lines.append((row["scenario"], "", "", "(placeholder)", *("",) * (len(keys) + 1)))
             notes.append(f"{row['scenario']}: {row['note']}")
             continue
-        digits = (2, 3, 1, 2, 3, 3, 0)
+        digits = (2, 3, 3, 1, 2, 3, 3, 0)
         lines.append(
             (
                 row["scenario"],
@@ -893,6 +902,7 @@ def render_table(rows: list[dict[str, Any]], checks: list[dict[str, Any]]) -> st
                     "",
                     "",
                     "  waves 2+ (warm)",
+                    "",
                     "",
                     "",
                     "",
