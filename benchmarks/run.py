@@ -101,6 +101,8 @@ class Side:
     name: str
     script: str
     args: tuple[str, ...] = ()
+    #: Where to import nanobanana_async from instead of the working tree (an older commit).
+    pythonpath: str | None = None
 
 
 BASELINE = Side("baseline", "baseline_client.py", ("--poll-interval", "0.5"))
@@ -236,6 +238,37 @@ def _custom(spec: str, pairs: int | None) -> Scenario:
         mean = float(seconds[0])
         job = (mean * 0.875, mean * 1.125)
     return _throughput(int(n), int(cap), pairs=pairs or 1, time_limit=1800, job_seconds=job)
+
+
+def events_scenario(before: Path, pairs: int | None) -> Scenario:
+    """The SDK now, with and without a subscriber, against the SDK at an earlier commit.
+
+    ``before`` holds that commit's ``nanobanana_async`` (see ``--events-against``).
+    """
+    sdk_before = Side("sdk-before", SDK.script, SDK.args, pythonpath=str(before))
+    subscribed = Side("sdk-subscribed", SDK.script, (*SDK.args, "--subscriber"))
+    return Scenario(
+        "events",
+        1000,
+        100,
+        (sdk_before, SDK, subscribed),
+        (("sdk", "sdk-before"), ("sdk-subscribed", "sdk-before")),
+        job_seconds=ONE_SECOND,
+        pairs=pairs if pairs is not None else 6,
+        time_limit=120,
+    )
+
+
+def checkout(revision: str, into: Path) -> Path:
+    """The package as it was at ``revision`` (``git archive``), for the events scenario."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(HERE.parent), "archive", revision, "nanobanana_async"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
 
 
 def _journal() -> Scenario:
@@ -479,7 +512,10 @@ def _run_one(
         result = workdir / f"{tag}.result.json"
         log = stack.enter_context((workdir / f"{tag}.client.log").open("wb"))
         command = _client_command(side, scenario, server.ready_file, result)
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        env = None
+        if side.pythonpath is not None:
+            env = {**os.environ, "PYTHONPATH": side.pythonpath}
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         stack.callback(_stop, process)
         return process, server, stack.pop_all(), result
     raise AssertionError("unreachable")
@@ -731,6 +767,18 @@ def check_targets(rows: list[dict[str, Any]], full: bool) -> list[dict[str, Any]
             )
             forbidden = sum(row["errors"].get(kind, 0) for kind in ("EMFILE", "EADDRNOTAVAIL"))
             check("5", f"EMFILE + EADDRNOTAVAIL, {where}", forbidden, 0)
+    for side, limit in (("sdk", 1.05), ("sdk-subscribed", 1.10)):
+        events = _find(rows, scenario="events", side=side)
+        if events is not None:
+            check(
+                "6",
+                f"CPU per job vs the earlier commit, {side}",
+                events["ratio_cpu_ms_per_job"],
+                limit,
+                source=events,
+                key="cpu_ms_per_job",
+                row=events,
+            )
     scale = _find(rows, scenario="rss-scale", side="sdk")
     small = _find(rows, scenario="throughput", side="sdk", cap=1000, n=10_000)
     if scale is not None and small is not None:
@@ -1001,6 +1049,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SPEC",
         help="the polling scenario's SDK policy, e.g. adaptive:history=4096 (default: adaptive)",
     )
+    parser.add_argument(
+        "--events-against",
+        metavar="REV",
+        help="instead of a profile: what events cost, against the SDK at git revision REV",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON")
     args = parser.parse_args(argv)
     scenarios = profile(args.full, args.pairs)
@@ -1019,6 +1072,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="nanobanana-bench-") as tmp:
+        if args.events_against:
+            before = checkout(args.events_against, Path(tmp) / "before")
+            scenarios = [events_scenario(before, args.pairs)]
         for scenario in scenarios:
             if scenario.sides:
                 run_scenario(scenario, Path(tmp), results)

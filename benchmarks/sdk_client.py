@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--waves", type=int, default=1)
     parser.add_argument("--no-download", action="store_true", help="download=False")
     parser.add_argument("--cprofile", metavar="FILE", help="write a cProfile of the run here")
+    parser.add_argument(
+        "--subscriber", action="store_true", help="count every event with a plain subscriber"
+    )
     return parser
 
 
@@ -92,7 +95,15 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         max_concurrency=args.cap,
         polling=_policy(args.polling),
     )
+    counted = 0
+
+    def count(event: object) -> None:
+        nonlocal counted
+        counted += 1
+
     async with client:
+        if args.subscriber:
+            client.subscribe(count)
         window.start()
         try:
             async with asyncio.timeout(args.max_seconds):
@@ -114,6 +125,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     jobs = args.n * args.waves
     result.update(window.figures(jobs))
     result.update(errors=errors, ok=not errors and done == jobs, wave_starts=wave_starts)
+    if args.subscriber:
+        result["events"] = counted
     return result
 
 

@@ -13,7 +13,9 @@ For contributors, one module answers each question: what one job does
 (``_retry``), when to poll (``_polling``), how bytes reach disk
 (``_download``), how a batch streams (``_scheduler``, running ``_batch``'s
 job for each input), what a rerun resumes (``_resume`` over ``_journal``),
-and how requests are sent (``_http``, the only package that uses aiohttp).
+what the client reports as it works (``_observe``: events from ``_events``,
+counters for ``_stats``), and how requests are sent (``_http``, the only
+package that uses aiohttp).
 """
 
 from ._client import NanoBanana
@@ -46,13 +48,29 @@ from ._errors import (
     UnsafeURLError,
     UsageError,
 )
+from ._events import (
+    BatchFinished,
+    BatchStarted,
+    Completed,
+    Event,
+    EventsDropped,
+    Failed,
+    RateLimited,
+    Retrying,
+    Saved,
+    StatusChanged,
+    Submitted,
+    Uncertain,
+)
 from ._http import API_KEY_ENV, DEFAULT_BASE_URL, Timeouts
 from ._journal import Journal, JournalEntry, JournalState, request_fingerprint
 from ._models import ImageRequest, ImageResult, Outcome, Task, TaskStatus
+from ._observe import EventStream
 from ._polling import AdaptivePolling, FixedPolling, PollingPolicy
 from ._retry import Backoff, RetryPolicy
 from ._scheduler import OutcomeStream
 from ._sqlite_journal import JournalReader, SQLiteJournal, read_journal
+from ._stats import Latency, Stats
 from ._vocabulary import MODELS, RESOLUTIONS, SIZES
 
 __version__ = "0.1.0"
@@ -69,11 +87,18 @@ __all__ = [
     "AuthenticationError",
     "Backoff",
     "BadRequestError",
+    "BatchFinished",
+    "BatchStarted",
     "ClientClosedError",
+    "Completed",
     "ConfigurationError",
     "DestinationExistsError",
     "DownloadError",
     "DownloadTimeoutError",
+    "Event",
+    "EventStream",
+    "EventsDropped",
+    "Failed",
     "FixedPolling",
     "ImageKind",
     "ImageRequest",
@@ -86,6 +111,7 @@ __all__ = [
     "JournalLockedError",
     "JournalReader",
     "JournalState",
+    "Latency",
     "MalformedResponseError",
     "NanoBanana",
     "NanoBananaError",
@@ -94,18 +120,25 @@ __all__ = [
     "OutcomeStream",
     "PermissionDeniedError",
     "PollingPolicy",
+    "RateLimited",
     "RateLimitedError",
     "ResultExpiredError",
     "RetryPolicy",
+    "Retrying",
     "SQLiteJournal",
+    "Saved",
     "ServerError",
+    "Stats",
+    "StatusChanged",
     "SubmissionUncertainError",
+    "Submitted",
     "Task",
     "TaskFailedError",
     "TaskNotFoundError",
     "TaskStatus",
     "TaskTimeoutError",
     "Timeouts",
+    "Uncertain",
     "UnsafeURLError",
     "UsageError",
     "__version__",

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import attrs
 
+from ._errors import SubmissionUncertainError
 from ._jobs import JobOptions, JobRunner
 from ._models import Outcome
 from ._naming import file_stem
+from ._observe import JobTrace, Observer
 from ._resume import BatchJournal, Resume
 from ._scheduler import BatchInput, SendGate
 
@@ -22,27 +24,50 @@ __all__ = ["BatchJob"]
 _AFRESH = Resume()
 
 
+def _report_settled(observer: Observer, job: JobTrace, outcome: Outcome) -> None:
+    """An input the journal answers: the job ends as it ended in the run that settled it."""
+    if outcome.task is not None:
+        job.task_id = outcome.task.id
+    if outcome.error is None:
+        size = None if outcome.data is None else len(outcome.data)
+        observer.saved(job, outcome.path, size, resumed=True)
+    elif isinstance(outcome.error, SubmissionUncertainError):
+        observer.uncertain(job, outcome.error, resumed=True)
+    else:
+        observer.failed(job, outcome.error, resumed=True)
+
+
 class BatchJob:
     """The job function of one generate_many call."""
 
-    __slots__ = ("_journal", "_options", "_runner")
+    __slots__ = ("_batch", "_journal", "_options", "_runner")
 
     def __init__(
-        self, runner: JobRunner, options: JobOptions, journal: BatchJournal | None
+        self, runner: JobRunner, options: JobOptions, journal: BatchJournal | None, *, batch: int
     ) -> None:
         self._runner = runner
         self._options = options
         self._journal = journal
+        self._batch = batch
 
     async def __call__(self, pulled: BatchInput, gate: SendGate) -> Outcome | None:
         """The input's outcome; None when it was dropped unsent because its input raised."""
         index, request = pulled.index, pulled.request
+        observer = self._runner.observer
         if request is None:
+            assert pulled.error is not None
+            observer.failed(
+                JobTrace(model=None, resolution=None, batch=self._batch, index=index), pulled.error
+            )
             return Outcome(request=None, index=index, error=pulled.error)
+        job = JobTrace(
+            model=request.model, resolution=request.resolution, batch=self._batch, index=index
+        )
         plan = _AFRESH
         if self._journal is not None:
             plan = await self._journal.plan(index, request, pulled.fingerprint, pulled.occurrence)
             if plan.outcome is not None:
+                _report_settled(observer, job, plan.outcome)
                 return plan.outcome
         options = self._options
         stem = None
@@ -56,11 +81,13 @@ class BatchJob:
             resume=plan.task,
             stem=stem,
             may_create=gate.may_create,
+            job=job,
         )
         if outcome is None:  # withheld before its create was sent
             if gate.fatal is None:
                 return None
             await plan.recorder.not_billed(gate.fatal)
+            observer.failed(job, gate.fatal)
             return Outcome(request=request, index=index, error=gate.fatal)
         if plan.resumed_from is not None:
             outcome = attrs.evolve(outcome, resumed_from=plan.resumed_from)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
@@ -31,11 +31,13 @@ from ._models import (
     as_request,
     validate_task_id,
 )
+from ._observe import DEFAULT_EVENT_BUFFER, EventStream, JobTrace, Observer, Subscriber
 from ._polling import AdaptivePolling, PollingPolicy
 from ._resume import BatchJournal
 from ._retry import Retrier, RetryPolicy
 from ._scheduler import OutcomeStream
 from ._sqlite_journal import SQLiteJournal
+from ._stats import Stats
 from ._urls import check_base_url
 
 if TYPE_CHECKING:
@@ -46,6 +48,11 @@ __all__ = ["NanoBanana"]
 
 BASE_URL_ENV: Final = "NANOBANANA_BASE_URL"
 DEFAULT_CONNECTION_LIMIT: Final = 100
+
+
+def _result_job(task: Task) -> JobTrace:
+    """The events of an ImageResult's read or save name its task."""
+    return JobTrace(model=task.model, resolution=None, task_id=task.id)
 
 
 def _caller_task_id(value: object) -> str:
@@ -123,6 +130,8 @@ class NanoBanana:
             sleep=self.retry.sleep,
         )
         self.max_concurrency = self._limits.max_concurrency
+        pace = self._limits.poll_pace
+        self._observer = Observer(poll_pace=lambda: pace.rate)
         self._http = HTTPClient(
             base_url=self.base_url,
             api_key=key or None,
@@ -136,9 +145,10 @@ class NanoBanana:
         self._runner = JobRunner(
             http=self._http,
             downloader=Downloader(self._http, max_bytes=max_image_bytes),
-            retrier=Retrier(self.retry, self._limits),
+            retrier=Retrier(self.retry, self._limits, self._observer),
             polling=self.polling,
             limits=self._limits,
+            observer=self._observer,
         )
         self._task_group: TaskGroup | None = None
 
@@ -180,9 +190,42 @@ class NanoBanana:
         """Close the connection pool. Safe to call twice; the client cannot be used afterwards.
 
         Called from another event loop than the client's, it raises ``UsageError``
-        while the client's own loop is still open (close it there).
+        while the client's own loop is still open (close it there). Readers of
+        ``events()`` stop once they have read what they hold.
         """
         await self._http.aclose()
+        self._observer.close()
+
+    def subscribe(
+        self,
+        subscriber: Subscriber,
+        *,
+        buffer: int = DEFAULT_EVENT_BUFFER,
+    ) -> Callable[[], None]:
+        """Call ``subscriber`` with every event from now on; returns a callable that unsubscribes.
+
+        A plain function runs in the task that reports the event, so keep it
+        quick. An ``async def`` runs in a task of the client's own (subscribe it
+        inside ``async with``), reading from a buffer of ``buffer`` events: if
+        it falls behind, it loses the oldest and gets ``EventsDropped``. Either
+        may raise without harming any job: the first error of each subscriber
+        is logged, and it stays subscribed.
+        """
+        return self._observer.subscribe(subscriber, host=self._task_group, buffer=buffer)
+
+    def events(self, *, buffer: int = DEFAULT_EVENT_BUFFER) -> EventStream:
+        """The client's events from now on, as an async iterator (``async for event in ...``).
+
+        Up to ``buffer`` unread events are kept; a reader that falls further
+        behind loses the oldest and is next given ``EventsDropped(count=...)``.
+        The stream ends when the client closes; leave it early with
+        ``async with client.events() as events`` or ``await events.aclose()``.
+        """
+        return self._observer.open_stream(buffer)
+
+    def stats(self) -> Stats:
+        """A snapshot of the client's counters: jobs, polls, retries, 429s, bytes, latency."""
+        return self._observer.stats.snapshot()
 
     @property
     def closed(self) -> bool:
@@ -307,9 +350,10 @@ class NanoBanana:
             if store is not None
             else None
         )
+        batch = self._observer.new_batch()
         return OutcomeStream(
             requests,
-            BatchJob(self._runner, options, batch_journal),
+            BatchJob(self._runner, options, batch_journal, batch=batch),
             workers=limits.max_concurrency,
             read_ahead=limits.read_ahead(ordered=ordered),
             ordered=ordered,
@@ -317,6 +361,8 @@ class NanoBanana:
             journal=store,
             identify=store is not None or save_to is not None,
             held_images=held_images,
+            observer=self._observer,
+            batch=batch,
         )
 
     def _host_group(self) -> TaskGroup | None:
@@ -326,12 +372,17 @@ class NanoBanana:
     async def read_image(self, task: Task) -> bytes:
         """Download a completed task's image into memory (used by ``ImageResult.read``)."""
         self._http.check_usable()
-        return await self._runner.read(task)
+        job = _result_job(task)
+        data = await self._runner.read(task, job)
+        self._observer.saved(job, None, len(data))
+        return data
 
     async def save_image(
         self, task: Task, destination: str | os.PathLike[str], *, overwrite: bool = False
     ) -> Path:
         """Save a completed task's image to disk (used by ``ImageResult.save``)."""
         self._http.check_usable()
-        saved = await self._runner.save(task, destination, overwrite=overwrite)
+        job = _result_job(task)
+        saved = await self._runner.save(task, destination, overwrite=overwrite, job=job)
+        self._observer.saved(job, saved.path, saved.size)
         return saved.path

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import os
 import secrets
@@ -34,7 +33,9 @@ from ._errors import (
 )
 from ._http import CreateFate, HTTPClient
 from ._limits import ImageHold, Limits
+from ._logs import logger
 from ._models import ImageRequest, Outcome, Task, TaskStatus
+from ._observe import JobTrace, Observer
 from ._polling import PollingPolicy
 from ._resume import NO_RECORD, JobRecorder
 from ._retry import Retrier
@@ -42,7 +43,6 @@ from ._retry import Retrier
 __all__ = ["CreateWithheldError", "JobOptions", "JobRunner"]
 
 T = TypeVar("T")
-logger = logging.getLogger("nanobanana_async")
 
 
 def _always() -> bool:
@@ -79,12 +79,14 @@ class JobRunner:
         retrier: Retrier,
         polling: PollingPolicy,
         limits: Limits,
+        observer: Observer,
     ) -> None:
         self.http = http
         self.downloader = downloader
         self.retrier = retrier
         self.polling = polling
         self.limits = limits
+        self.observer = observer
 
     async def create(
         self,
@@ -92,13 +94,18 @@ class JobRunner:
         *,
         record: JobRecorder = NO_RECORD,
         may_create: Callable[[], bool] = _always,
+        job: JobTrace | None = None,
     ) -> Task:
         """Create one task; ``record`` hears of each step, so no billed task id is lost.
 
         One client key is minted and kept across attempts. ``may_create`` is
         asked before every attempt (a 429 pause or a backoff can outlast a
         batch's reason to send): when it says no, ``CreateWithheldError``.
+        ``job`` names the events it reports (``Submitted``, ``Uncertain``).
         """
+        if job is None:
+            job = JobTrace(model=request.model, resolution=request.resolution)
+        observer = self.observer
         key = secrets.token_hex(16)
         grace = self.retrier.policy.cancel_grace
         abandoned = False
@@ -107,6 +114,7 @@ class JobRunner:
             nonlocal abandoned
             if not may_create():
                 raise CreateWithheldError("the batch stopped before this create was sent")
+            observer.sending(job)
             call = self.http.start_create(request, client_key=key)
             try:
                 return await call.answer()
@@ -121,7 +129,7 @@ class JobRunner:
 
         try:
             await record.submitting(key)
-            task = await self.retrier.create(attempt)
+            task = await self.retrier.create(attempt, job=job)
         except anyio.get_cancelled_exc_class():
             if not abandoned:  # cancelled before or between attempts: nothing in flight
                 with anyio.CancelScope(shield=True):
@@ -129,10 +137,12 @@ class JobRunner:
             raise
         except NanoBananaError as exc:
             if _may_be_billed(exc):
+                observer.uncertain(job, exc)
                 await record.uncertain(exc)
             else:
                 await record.not_billed(exc)
             raise
+        observer.submitted(job, task)
         await record.submitted(task)
         return task
 
@@ -144,11 +154,17 @@ class JobRunner:
         resolution: str | None = None,
         timeout: float | None = None,
         status: TaskStatus | None = None,
+        job: JobTrace | None = None,
     ) -> Task:
         """Poll until terminal; past ``timeout`` raise TaskTimeoutError with the last status.
 
-        ``model`` and ``resolution`` tell the poll policy what kind of job this is.
+        ``model`` and ``resolution`` tell the poll policy what kind of job this is;
+        ``job`` names the events the polls report (``StatusChanged``, ``Completed``).
         """
+        if job is None:
+            job = JobTrace(model=model, resolution=resolution, task_id=task_id)
+            job.status = status
+        observer = self.observer
         kind = (model, resolution)
         last_status = status.value if status is not None else None
         polling, retrier = self.polling, self.retrier
@@ -163,11 +179,13 @@ class JobRunner:
             polls = 0
             while True:
                 await asyncio.sleep(delay)
-                task = await retrier.poll(query, since_create=time.monotonic() - started)
+                task = await retrier.poll(query, since_create=time.monotonic() - started, job=job)
                 if task is None:  # not visible yet, just after create
                     delay = polling.next_delay(kind, polls)
                     continue
                 polls += 1
+                if task.status is not job.status:
+                    observer.status_seen(job, task)
                 last_status = task.raw_status or task.status.value
                 if task.is_terminal:
                     finished = time.monotonic() - started
@@ -178,37 +196,58 @@ class JobRunner:
         raise TaskTimeoutError(task_id, last_status=last_status, timeout=timeout)
 
     async def generate(self, request: ImageRequest, *, timeout: float | None) -> Task:
-        """Create and wait for one task, holding a job slot until its final status."""
-        async with self.limits.jobs:
-            task = await self.create(request)
-            return await self.wait(
-                task.id,
-                model=request.model,
-                resolution=request.resolution,
-                timeout=timeout,
-                status=task.status,
-            )
+        """Create and wait for one task, holding a job slot until its final status.
 
-    async def fetch(self, task: Task, action: Callable[[Task], Awaitable[T]]) -> T:
+        A failed task or a failure other than an uncertain create is reported as ``Failed``.
+        """
+        job = JobTrace(model=request.model, resolution=request.resolution)
+        observer = self.observer
+        observer.job_started(job)
+        try:
+            async with self.limits.jobs:
+                task = await self.create(request, job=job)
+                task = await self.wait(
+                    task.id,
+                    model=request.model,
+                    resolution=request.resolution,
+                    timeout=timeout,
+                    status=task.status,
+                    job=job,
+                )
+            if task.status is TaskStatus.FAILED:
+                observer.failed(job, TaskFailedError(task))
+            return task
+        except NanoBananaError as exc:
+            if not _may_be_billed(exc):
+                observer.failed(job, exc)
+            raise
+        finally:
+            observer.job_ended(job)
+
+    async def fetch(
+        self, task: Task, action: Callable[[Task], Awaitable[T]], job: JobTrace | None = None
+    ) -> T:
         """Download through a download slot, with retries; an expired URL gets one re-poll."""
         async with self.limits.downloads:
             try:
-                return await self.retrier.download(lambda: action(task), task_id=task.id)
+                return await self.retrier.download(lambda: action(task), task_id=task.id, job=job)
             except ResultExpiredError as expired:
                 try:
                     fresh = await self.retrier.poll(
-                        self.http.status_query(task.id), since_create=math.inf
+                        self.http.status_query(task.id), since_create=math.inf, job=job
                     )
                 except NanoBananaError:
                     raise expired from None
                 if fresh is None or fresh.image_url is None:
                     raise
                 logger.debug("image URL of task %s expired; retrying with a fresh answer", task.id)
-                return await self.retrier.download(lambda: action(fresh), task_id=task.id)
+                return await self.retrier.download(lambda: action(fresh), task_id=task.id, job=job)
 
-    async def read(self, task: Task) -> bytes:
+    async def read(self, task: Task, job: JobTrace | None = None) -> bytes:
         """The image in memory."""
-        return await self.fetch(task, self.downloader.read)
+        data = await self.fetch(task, self.downloader.read, job)
+        self.observer.downloaded(len(data))
+        return data
 
     async def save(
         self,
@@ -218,6 +257,7 @@ class JobRunner:
         overwrite: bool,
         stem: str | None = None,
         adopt_identical: bool = False,
+        job: JobTrace | None = None,
     ) -> SavedImage:
         """The image on disk, atomically."""
 
@@ -230,7 +270,9 @@ class JobRunner:
                 adopt_identical=adopt_identical,
             )
 
-        return await self.fetch(task, save)
+        saved = await self.fetch(task, save, job)
+        self.observer.downloaded(saved.size)
+        return saved
 
     async def run(
         self,
@@ -242,6 +284,7 @@ class JobRunner:
         resume: Task | None = None,
         stem: str | None = None,
         may_create: Callable[[], bool] = _always,
+        job: JobTrace | None = None,
     ) -> Outcome | None:
         """One batch job from create to a saved or read image; every failure becomes the outcome.
 
@@ -249,15 +292,23 @@ class JobRunner:
         is the task a previous run already created, so no new create is sent.
         ``stem`` names the saved file. ``may_create`` is asked once a job slot
         is held and again before every create attempt: when it says no, nothing
-        is sent and the result is None.
+        is sent and the result is None. The job's events name ``job``; it ends
+        with exactly one of ``Saved``, ``Failed`` or ``Uncertain`` (none when
+        nothing was sent).
         """
+        if job is None:
+            job = JobTrace(model=request.model, resolution=request.resolution, index=index)
+        observer = self.observer
         task = resume
+        if task is not None:
+            job.task_id, job.status = task.id, task.status
+        observer.job_started(job)
         try:
             async with self.limits.jobs:
                 if task is None:
                     if not may_create():
                         return None
-                    task = await self.create(request, record=record, may_create=may_create)
+                    task = await self.create(request, record=record, may_create=may_create, job=job)
                 if task.status is not TaskStatus.COMPLETED or task.image_url is None:
                     task = await self.wait(
                         task.id,
@@ -265,6 +316,7 @@ class JobRunner:
                         resolution=request.resolution,
                         timeout=options.timeout,
                         status=task.status,
+                        job=job,
                     )
                     if task.status is TaskStatus.FAILED or options.save_to is None:
                         # A completed image about to be saved is journaled once, as saved: if
@@ -280,27 +332,35 @@ class JobRunner:
                         overwrite=options.overwrite,
                         stem=stem,
                         adopt_identical=True,
+                        job=job,
                     )
                     await record.saved(task, saved)
+                    observer.saved(job, saved.path, saved.size)
                     return Outcome(request=request, index=index, task=task, path=saved.path)
                 if options.download:
-                    data = await self._read_held(task, options.held_images)
+                    data = await self._read_held(task, options.held_images, job)
+                    observer.saved(job, None, len(data))
                     return Outcome(request=request, index=index, task=task, data=data)
+                observer.saved(job, None, None)  # left at its URL (download=False)
                 return Outcome(request=request, index=index, task=task)
         except CreateWithheldError:
             return None
         except NanoBananaError as exc:
+            if not _may_be_billed(exc):  # an uncertain create was reported as such
+                observer.failed(job, exc)
             if task is not None:
                 await _note_quietly(record, exc)
             return Outcome(request=request, index=index, task=task, error=exc)
+        finally:
+            observer.job_ended(job)
 
-    async def _read_held(self, task: Task, held: ImageHold | None) -> bytes:
+    async def _read_held(self, task: Task, held: ImageHold | None, job: JobTrace) -> bytes:
         """Read an image into one of the batch's places for images in memory (kept on success)."""
         if held is None:
-            return await self.read(task)
+            return await self.read(task, job)
         await held.take()
         try:
-            return await self.read(task)
+            return await self.read(task, job)
         except BaseException:
             held.give_back()
             raise

@@ -159,9 +159,15 @@ class PauseGate:
         """The monotonic clock time before which nothing passes (0 when open)."""
         return self._until
 
-    def pause_for(self, seconds: float) -> None:
-        """Close the gate for ``seconds`` from now (never shortening an earlier pause)."""
-        self._until = max(self._until, time.monotonic() + seconds)
+    def pause_for(self, seconds: float) -> float:
+        """Close the gate for ``seconds`` from now (never shortening an earlier pause).
+
+        Returns how much longer the gate is now closed than it was.
+        """
+        now = time.monotonic()
+        before = max(self._until, now)
+        self._until = max(self._until, now + seconds)
+        return self._until - before
 
     async def wait(self) -> None:
         """Return once the gate is open."""

@@ -14,7 +14,6 @@ caller's deadline.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import random
 import time
@@ -37,9 +36,10 @@ from ._errors import (
     TaskNotFoundError,
 )
 from ._limits import Limits, RetryBudget
+from ._logs import end_attempt, logger, retry_attempt
+from ._observe import JobTrace, Observer
 
 T = TypeVar("T")
-logger = logging.getLogger("nanobanana_async")
 
 #: Longest Retry-After the SDK will sleep for by itself; longer asks surface as RateLimitedError.
 MAX_RETRY_AFTER: Final = 60.0
@@ -153,9 +153,10 @@ class RetryPolicy:
 class Retrier:
     """Runs calls under the RetryPolicy, paced by the client's ``Limits``."""
 
-    def __init__(self, policy: RetryPolicy, limits: Limits) -> None:
+    def __init__(self, policy: RetryPolicy, limits: Limits, observer: Observer) -> None:
         self.policy = policy
         self.limits = limits
+        self.observer = observer
         self.budget = RetryBudget(
             capacity=policy.budget_capacity, cost=policy.budget_cost, refund=policy.budget_refund
         )
@@ -193,17 +194,7 @@ class Retrier:
             raise error
         await self.policy.sleep(delay)
 
-    def _log(self, operation: str, attempt: int, delay: float, error: BaseException) -> None:
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "%s attempt %d failed (%s); retrying in %.2f s",
-                operation,
-                attempt,
-                type(error).__name__,
-                delay,
-            )
-
-    async def create(self, send: Callable[[], Awaitable[T]]) -> T:
+    async def create(self, send: Callable[[], Awaitable[T]], *, job: JobTrace | None = None) -> T:
         """Send a create, retrying only what provably never reached the service, and 429s."""
         policy = self.policy
         failures = limited = 0
@@ -211,6 +202,8 @@ class Retrier:
         limits = self.limits
         while True:
             await limits.before_create()
+            attempt = failures + limited + 1
+            token = retry_attempt(attempt) if attempt > 1 else None
             try:
                 result = await send()
             except RateLimitedError as exc:
@@ -224,21 +217,31 @@ class Retrier:
                 delay = self._retry_after(exc, limited - 1, policy.create_backoff)
                 if now + delay >= anyio.current_effective_deadline():
                     raise
-                limits.create_pause.pause_for(delay)
-                self._log("create", limited, delay, exc)
+                self.observer.rate_limited(job, "create", exc, scope="creates")
+                self.observer.paused(limits.create_pause.pause_for(delay))
+                self.observer.retrying(job, "create", limited, delay, exc)
                 continue
             except (NetworkError, APIError) as exc:
                 if not _create_never_arrived(exc):
                     raise
                 failures += 1
                 delay = self._backoff(exc, failures, policy.create_attempts, policy.create_backoff)
-                self._log("create", failures, delay, exc)
+                self.observer.retrying(job, "create", failures, delay, exc)
                 await self._sleep(delay, exc)
                 continue
+            finally:
+                if token is not None:
+                    end_attempt(token)
             self.budget.earn()
             return result
 
-    async def poll(self, send: Callable[[], Awaitable[T]], *, since_create: float) -> T | None:
+    async def poll(
+        self,
+        send: Callable[[], Awaitable[T]],
+        *,
+        since_create: float,
+        job: JobTrace | None = None,
+    ) -> T | None:
         """Query a task, retrying transient failures; None means "not visible yet" (early 404)."""
         policy = self.policy
         failures = 0
@@ -247,6 +250,8 @@ class Retrier:
         while True:
             if not limits.poll_unhindered():
                 await limits.before_poll()
+            self.observer.polled()
+            token = retry_attempt(failures + 1) if failures else None
             try:
                 result = await send()
             except TaskNotFoundError:
@@ -255,6 +260,7 @@ class Retrier:
                 raise
             except RateLimitedError as exc:
                 limits.poll_pace.on_rate_limited()
+                self.observer.rate_limited(job, "query", exc, scope="task")
                 failures += 1
                 if failures >= policy.poll_failures:
                     raise
@@ -269,10 +275,15 @@ class Retrier:
             else:
                 self.budget.earn()
                 return result
-            self._log("query", failures, delay, error)
+            finally:
+                if token is not None:
+                    end_attempt(token)
+            self.observer.retrying(job, "query", failures, delay, error)
             await self._sleep(delay, error)
 
-    async def download(self, fetch: Callable[[], Awaitable[T]], *, task_id: str) -> T:
+    async def download(
+        self, fetch: Callable[[], Awaitable[T]], *, task_id: str, job: JobTrace | None = None
+    ) -> T:
         """Fetch an image, restarting from byte 0 after transient failures, within a deadline."""
         policy = self.policy
         # asyncio's timeout, not an anyio scope: one per image, and anyio's costs several
@@ -280,7 +291,7 @@ class Retrier:
         deadline = asyncio.timeout(policy.download_timeout)
         try:
             async with deadline:
-                return await self._download_attempts(fetch)
+                return await self._download_attempts(fetch, job)
         except TimeoutError:
             if not deadline.expired():
                 raise
@@ -289,10 +300,13 @@ class Retrier:
             task_id=task_id,
         )
 
-    async def _download_attempts(self, fetch: Callable[[], Awaitable[T]]) -> T:
+    async def _download_attempts(
+        self, fetch: Callable[[], Awaitable[T]], job: JobTrace | None
+    ) -> T:
         policy = self.policy
         failures = 0
         while True:
+            token = retry_attempt(failures + 1) if failures else None
             try:
                 result = await fetch()
             except (NetworkError, ServerError, DownloadError) as exc:
@@ -302,9 +316,12 @@ class Retrier:
                 delay = self._backoff(
                     exc, failures, policy.download_attempts, policy.download_backoff
                 )
-                self._log("download", failures, delay, exc)
+                self.observer.retrying(job, "download", failures, delay, exc)
                 await self._sleep(delay, exc)
                 continue
+            finally:
+                if token is not None:
+                    end_attempt(token)
             self.budget.earn()
             return result
 

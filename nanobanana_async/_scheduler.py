@@ -34,6 +34,7 @@ from ._errors import FATAL_ERRORS, InvalidRequestError, NanoBananaError, UsageEr
 from ._journal import Journal, request_fingerprint
 from ._limits import ImageHold
 from ._models import ImageRequest, Outcome, as_request
+from ._observe import Observer
 
 __all__ = ["BatchInput", "JobFunction", "OutcomeStream", "SendGate"]
 
@@ -180,8 +181,13 @@ class _Batch:
         window: asyncio.Semaphore,
         journal: Journal | None,
         identify: bool,
+        observer: Observer | None,
+        batch: int,
     ) -> None:
         self.job = job
+        self.observer = observer
+        self.batch = batch
+        self.outcomes = self.succeeded = 0
         self.workers = workers
         self.journal = journal
         self.feed = _InputFeed(inputs, identify=identify)
@@ -195,10 +201,14 @@ class _Batch:
 
     async def run(self) -> None:
         """Run every input to an outcome; a crash is kept for the consumer, never raised here."""
-        journal = self.journal
+        journal, observer = self.journal, self.observer
         try:
             with self.scope:
                 async with self.send, contextlib.AsyncExitStack() as stack:
+                    if observer is not None:
+                        observer.batch_started(self.batch)
+                        # Before the stream closes: the consumer's loop ends after this event.
+                        stack.callback(self._report_finished, observer)
                     if journal is not None:
                         await stack.enter_async_context(journal)
                         journal.claim_for_batch()
@@ -214,6 +224,9 @@ class _Batch:
             self.failure = _unwrapped(exc)
         finally:
             self.finished.set()
+
+    def _report_finished(self, observer: Observer) -> None:
+        observer.batch_finished(self.batch, outcomes=self.outcomes, succeeded=self.succeeded)
 
     async def _work(self) -> None:
         gate, job = self.gate, self.job
@@ -237,6 +250,9 @@ class _Batch:
                 continue
             if gate.fatal is None and isinstance(outcome.error, FATAL_ERRORS):
                 gate.fatal = outcome.error
+            self.outcomes += 1
+            if outcome.error is None:
+                self.succeeded += 1
             self.send.send_nowait(outcome)
             del outcome
 
@@ -263,6 +279,8 @@ class OutcomeStream:
         journal: Journal | None = None,
         identify: bool = False,
         held_images: ImageHold | None = None,
+        observer: Observer | None = None,
+        batch: int = 0,
     ) -> None:
         self._host = host
         self._ordered = ordered
@@ -277,6 +295,8 @@ class OutcomeStream:
             window=self._window,
             journal=journal,
             identify=identify,
+            observer=observer,
+            batch=batch,
         )
         self._own_group: TaskGroup | None = None
         self._started = False

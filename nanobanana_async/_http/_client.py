@@ -29,6 +29,7 @@ from .._errors import (
     SubmissionUncertainError,
     UnsafeURLError,
 )
+from .._logs import logger, this_attempt
 from .._models import ImageRequest, Task, task_from_answer, validate_task_id
 from .._responses import error_from_response, excerpt, looks_like_error, malformed, task_payload
 from .._urls import check_download_url, redacted
@@ -45,8 +46,6 @@ from ._sessions import Sessions
 from ._wire import CreateCall, CreateTrace, OpenDownload, network_error, provably_unsent, sending
 
 __all__ = ["HTTPClient"]
-
-logger = logging.getLogger("nanobanana_async")
 
 
 class HTTPClient:
@@ -77,6 +76,7 @@ class HTTPClient:
         )
         self._create_url = base_url.joinpath("v1", "banana", "images")
         self._result_url = base_url.joinpath("v1", "result")
+        self._query_template = f"{self._result_url}/{{task_id}}"
 
     @property
     def closed(self) -> bool:
@@ -208,7 +208,7 @@ class HTTPClient:
             failure = None
         if failure is not None:
             raise failure  # outside the except block: aiohttp's error (and its headers) stay behind
-        self._log("GET", url, status, started)
+        self._log("GET", self._query_template, status, started)
         if status in REDIRECTS:
             raise APIError(
                 "the service redirected a task query; the key is only sent to the API origin",
@@ -333,10 +333,19 @@ class HTTPClient:
             )
         return DownloadError(f"the file host answered HTTP {status}", task_id=task_id)
 
-    def _log(self, method: str, url: yarl.URL, status: int, started: float) -> None:
+    def _log(self, method: str, where: yarl.URL | str, status: int, started: float) -> None:
+        """One DEBUG line per request: method, origin and path (template), status, attempt, time."""
         if logger.isEnabledFor(logging.DEBUG):
             elapsed = (time.monotonic() - started) * 1000
-            logger.debug("%s %s -> %d in %.1f ms", method, redacted(url), status, elapsed)
+            shown = redacted(where) if isinstance(where, yarl.URL) else where
+            logger.debug(
+                "%s %s -> %d in %.1f ms (attempt %d)",
+                method,
+                shown,
+                status,
+                elapsed,
+                this_attempt(),
+            )
 
     async def aclose(self) -> None:
         """Close every session and connection; safe to call more than once."""

@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="journal file for crash-safe resume (default: DIR/.nanobanana-journal.sqlite)",
     )
     run.add_argument(
+        "--log-json",
+        metavar="FILE",
+        help="append every event of the run to FILE as JSON lines",
+    )
+    run.add_argument(
         "--resubmit-uncertain",
         action="store_true",
         help="on a rerun, send again inputs whose earlier create may have been billed unseen",
@@ -182,6 +187,8 @@ def _prepare(args: argparse.Namespace) -> None:
             _check_prompt_file(args.prompts)
             _check_out(out)
             _check_journal(Path(args.journal) if args.journal else out / JOURNAL_NAME)
+            if args.log_json:
+                _check_log_file(Path(args.log_json))
             args.prompt_count = count_prompts(PromptSource(args.prompts))
         else:
             _check_out(out)
@@ -189,6 +196,16 @@ def _prepare(args: argparse.Namespace) -> None:
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         raise _PathError(f"cannot use{where}: {exc.strerror or exc}") from None
+
+
+def _check_log_file(path: Path) -> None:
+    """The --log-json file: a file (new or existing) in an existing folder."""
+    if path.is_dir():
+        raise _PathError(f"--log-json {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise _PathError(f"--log-json {path}: the folder {path.parent} does not exist")
+    with path.open("a", encoding="utf-8"):
+        pass
 
 
 def _check_prompt_file(name: str) -> None:

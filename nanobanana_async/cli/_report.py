@@ -1,53 +1,69 @@
 """What ``nanobanana run`` shows a person: progress while it runs, and a summary after.
 
-On a terminal, a rich progress bar (done, failed, rate, ETA); elsewhere, a
-plain line every few seconds so logs stay readable. Only counts are kept,
-so a run of a million prompts costs no memory here.
+Both are built on the client's events and ``client.stats()``: the events say
+how each job ended (and whether the journal answered it from an earlier
+run), the stats say what is queued, processing, retrying or paused right
+now. On a terminal a rich progress bar is redrawn from them; elsewhere a
+plain line every few seconds keeps logs readable. Only counts are kept, so
+a run of a million prompts costs no memory here.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from nanobanana_async import Outcome
+from nanobanana_async import (
+    Event,
+    Failed,
+    NanoBananaError,
+    Outcome,
+    RateLimited,
+    Retrying,
+    Saved,
+    Stats,
+    Uncertain,
+)
 
 __all__ = ["RunReport"]
 
 _PLAIN_EVERY = 5.0
+#: Seconds a stats snapshot is reused for the live line (events redraw it as they come).
+_STATS_EVERY = 0.2
 
 
-def _reason(outcome: Outcome) -> str:
-    return type(outcome.error).__name__ if outcome.error is not None else "ok"
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 class RunReport:
-    """Collects outcomes as they arrive and tells a person how the run is going."""
+    """Hears a run's events and tells a person how it is going."""
 
     def __init__(self, console: Console, *, total: int | None, concurrency: int) -> None:
         self.console = console
         self.total = total
         self.concurrency = concurrency
         self.started = time.monotonic()
-        self.done = 0
+        self.done = 0  # images saved, this run or an earlier one
+        self.done_now = 0  # of them, made by this run
         self.failed = 0
+        self.settled_before = 0  # inputs the journal answered from an earlier run
         self.reasons: Counter[str] = Counter()
+        self.examples: dict[str, str] = {}
         self.resumed: Counter[str] = Counter()
         self.first_error: str | None = None
+        self.last_retry: str | None = None
+        self._stats: Callable[[], Stats] | None = None
         self._last_plain = self.started
+        self._snapshot: Stats | None = None
+        self._snapshot_at = 0.0
         self._progress: Progress | None = None
         self._bar: TaskID | None = None
 
@@ -58,8 +74,6 @@ class RunReport:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[detail]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
                 console=self.console,
             )
             self._progress.start()
@@ -68,60 +82,124 @@ class RunReport:
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
+            self._redraw()
             self._progress.stop()
+
+    def watch(self, stats: Callable[[], Stats]) -> Callable[[Event], None]:
+        """The subscriber to register on the run's client (``stats`` is its ``client.stats``)."""
+        self._stats = stats
+        return self.on_event
+
+    def on_event(self, event: Event) -> None:
+        """Count how a job ended, note retries and 429s, and redraw now and then."""
+        if isinstance(event, Saved):
+            self.done += 1
+            if event.resumed:
+                self.settled_before += 1
+            else:
+                self.done_now += 1
+        elif isinstance(event, Failed | Uncertain):
+            self._failure(event.error)
+            if event.resumed:
+                self.settled_before += 1
+        elif isinstance(event, Retrying):
+            self.last_retry = f"{event.operation}: {event.cause}"
+        elif isinstance(event, RateLimited):
+            self.last_retry = f"{event.operation}: 429"
+        else:
+            return
+        self._redraw()
+
+    def _failure(self, error: NanoBananaError) -> None:
+        self.failed += 1
+        reason = type(error).__name__
+        self.reasons[reason] += 1
+        self.examples.setdefault(reason, str(error))
+        if self.first_error is None:
+            self.first_error = str(error)
 
     def bad_line(self, line: int, reason: str) -> None:
         """Say that an input line was skipped, and why; it counts as a failure."""
         self.console.print(f"[yellow]line {line} skipped:[/] {reason}", highlight=False)
         self.failed += 1
         self.reasons["bad input line"] += 1
+        self.examples.setdefault("bad input line", f"line {line}: {reason}")
 
     def record(self, outcome: Outcome) -> None:
-        """Count one outcome."""
-        if outcome.ok:
-            self.done += 1
-        else:
-            self.failed += 1
-            self.reasons[_reason(outcome)] += 1
-            if self.first_error is None:
-                self.first_error = str(outcome.error)
+        """Note where an outcome came from (the journal's earlier state), for the summary."""
         if outcome.resumed_from is not None:
             self.resumed[outcome.resumed_from] += 1
-        self._show_progress()
 
-    def _show_progress(self) -> None:
-        finished = self.done + self.failed
-        rate = finished / max(time.monotonic() - self.started, 1e-9)
-        if self._progress is not None and self._bar is not None:
-            detail = f"[green]{self.done} ok[/] [red]{self.failed} failed[/] {rate:.1f}/s"
-            self._progress.update(self._bar, completed=finished, detail=detail)
-            return
-        now = time.monotonic()
-        if now - self._last_plain >= _PLAIN_EVERY:
-            self._last_plain = now
-            of = f"/{self.total}" if self.total is not None else ""
-            self.console.print(
-                f"progress: {finished}{of} finished, {self.done} ok, {self.failed} failed, "
-                f"{rate:.1f} images/s",
-                highlight=False,
-            )
+    # -- what is shown -----------------------------------------------------------
 
-    def interrupted(self) -> str:
-        """The one line Ctrl-C leaves: the counts so far and how to resume."""
-        of = f" of {self.total}" if self.total is not None else ""
-        return (
-            f"nanobanana: interrupted after {self.done + self.failed}{of} inputs "
-            f"({self.done} ok, {self.failed} failed); run the same command again to resume: "
-            "images already saved are kept and nothing is paid for twice"
-        )
+    @property
+    def finished(self) -> int:
+        """Inputs with an outcome (images, failures and skipped lines)."""
+        return self.done + self.failed
 
     @property
     def elapsed(self) -> float:
         """Seconds since the run started."""
         return time.monotonic() - self.started
 
+    def rate(self) -> float:
+        """Images per second made by this run (the journal's answers are not work done now)."""
+        return self.done_now / max(self.elapsed, 1e-9)
+
+    def eta(self) -> str:
+        """Time left at this run's pace, or '?' before there is a pace."""
+        if self.total is None or self.done_now == 0:
+            return "?"
+        left = max(self.total - self.finished, 0)
+        return _clock(left / self.rate())
+
+    def detail(self) -> str:
+        """The live line: outcomes, what is in flight, pace, retries and 429s, time."""
+        parts = [f"[green]{self.done} ok[/]", f"[red]{self.failed} failed[/]"]
+        stats = self._recent_stats()
+        if stats is not None:
+            parts.append(f"queued {stats.queued} processing {stats.processing}")
+        parts.append(f"{self.rate():.1f}/s")
+        if stats is not None and (stats.retries or stats.rate_limited):
+            retry = f"retries {stats.retries}"
+            if stats.rate_limited:
+                retry += f" 429s {stats.rate_limited} (paused {stats.paused_seconds:.1f} s)"
+            if self.last_retry:
+                retry += f" last {self.last_retry}"
+            parts.append(f"[yellow]{retry}[/]")
+        parts.append(f"elapsed {_clock(self.elapsed)} eta {self.eta()}")
+        return " | ".join(parts)
+
+    def _recent_stats(self) -> Stats | None:
+        """The client's stats, taken at most every 0.2 s (a snapshot sorts latencies)."""
+        now = time.monotonic()
+        if self._stats is not None and now - self._snapshot_at >= _STATS_EVERY:
+            self._snapshot, self._snapshot_at = self._stats(), now
+        return self._snapshot
+
+    def _redraw(self) -> None:
+        if self._progress is not None and self._bar is not None:
+            self._progress.update(self._bar, completed=self.finished, detail=self.detail())
+            return
+        now = time.monotonic()
+        if now - self._last_plain >= _PLAIN_EVERY:
+            self._last_plain = now
+            of = f"/{self.total}" if self.total is not None else ""
+            line = self.detail().replace("[green]", "").replace("[red]", "")
+            line = line.replace("[yellow]", "").replace("[/]", "")
+            self.console.print(f"progress: {self.finished}{of} | {line}", highlight=False)
+
+    def interrupted(self) -> str:
+        """The one line Ctrl-C leaves: the counts so far and how to resume."""
+        of = f" of {self.total}" if self.total is not None else ""
+        return (
+            f"nanobanana: interrupted after {self.finished}{of} inputs "
+            f"({self.done} ok, {self.failed} failed); run the same command again to resume: "
+            "images already saved are kept and nothing is paid for twice"
+        )
+
     def summary(self, out_dir: Path) -> Table:
-        """The end-of-run table: successes, failures by reason, time and rate."""
+        """The end-of-run table: successes, failures by reason, retries, time and rate."""
         table = Table(title="nanobanana run", show_header=False, title_justify="left")
         table.add_column("what")
         table.add_column("value", justify="right")
@@ -133,8 +211,23 @@ class RunReport:
             table.add_row("from the journal", str(sum(self.resumed.values())))
             for state, count in self.resumed.most_common():
                 table.add_row(f"  were {state}", str(count))
+        stats = self._stats() if self._stats is not None else None
+        if stats is not None and stats.retries:
+            table.add_row("retries", str(stats.retries))
+            for cause, count in sorted(stats.retries_by_cause.items(), key=lambda kv: -kv[1]):
+                table.add_row(f"  {cause}", str(count))
+        if stats is not None and stats.rate_limited:
+            table.add_row(
+                "429 answers", f"{stats.rate_limited} ({stats.paused_seconds:.1f} s paused)"
+            )
         table.add_row("elapsed", f"{self.elapsed:.1f} s")
-        rate = self.done / max(self.elapsed, 1e-9)
-        table.add_row("images/s", f"{rate:.2f}")
+        table.add_row("images/s (this run)", f"{self.rate():.2f}")
         table.add_row("output", str(out_dir))
         return table
+
+    def reasons_text(self) -> list[str]:
+        """One line per kind of failure, with its count and one example of its message."""
+        return [
+            f"{count} x {reason}: {self.examples.get(reason, '')}"
+            for reason, count in self.reasons.most_common()
+        ]

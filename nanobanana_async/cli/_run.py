@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -16,6 +17,7 @@ from rich.console import Console
 
 from nanobanana_async import (
     FATAL_ERRORS,
+    Event,
     ImageRequest,
     NanoBanana,
     NanoBananaError,
@@ -99,10 +101,13 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
 
     manifest = _Manifest(out, source, journal_path)
     not_requested: int | None = None
-    async with SQLiteJournal(journal_path, folder=out) as journal:
+    async with SQLiteJournal(journal_path, folder=out) as journal, _event_log(args) as log:
         await manifest.write()
         try:
             async with open_client(args, console) as client:
+                client.subscribe(report.watch(client.stats))
+                if log is not None:
+                    client.subscribe(log)
                 with report:
                     batch = client.generate_many(
                         requests(),
@@ -123,6 +128,8 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
             with anyio.CancelScope(shield=True):
                 await manifest.write()
     console.print(report.summary(out))
+    for line in report.reasons_text():
+        console.print(f"[red]failed:[/] {line}", highlight=False)
     if not_requested:
         entries = (
             "1 journal entry is" if not_requested == 1 else f"{not_requested} journal entries are"
@@ -134,6 +141,24 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
         )
     console.print(f"manifest: {out / MANIFEST}  journal: {journal_path}", highlight=False)
     return _exit_code(report, console)
+
+
+@asynccontextmanager
+async def _event_log(args: argparse.Namespace) -> AsyncIterator[Callable[[Event], None] | None]:
+    """With ``--log-json FILE``: a subscriber appending each event to FILE as one JSON line."""
+    if not args.log_json:
+        yield None
+        return
+    opening = functools.partial(open, args.log_json, "a", encoding="utf-8")
+    sink = await anyio.to_thread.run_sync(opening)
+
+    def write(event: Event) -> None:
+        sink.write(json.dumps(event.as_json(), ensure_ascii=False) + "\n")
+
+    try:
+        yield write
+    finally:
+        sink.close()
 
 
 async def _as_async(items: Iterator[T]) -> AsyncIterator[T]:
