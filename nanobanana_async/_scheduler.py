@@ -339,6 +339,11 @@ class OutcomeStream:
         return _Cursor(self)
 
     @property
+    def batch(self) -> int:
+        """This call's number on its client (1, 2, ...): the ``batch`` of the events it reports."""
+        return self._batch.batch
+
+    @property
     def not_requested(self) -> int | None:
         """Journal entries this input no longer asks for (lines edited or deleted since).
 

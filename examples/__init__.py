@@ -1,0 +1,1 @@
+"""Runnable examples of nanobanana_async (``python -m examples.webapp --simulate``)."""
