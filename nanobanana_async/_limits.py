@@ -154,11 +154,6 @@ class PauseGate:
         self._spread = spread
         self._sleep = sleep
 
-    @property
-    def paused_until(self) -> float:
-        """The monotonic clock time before which nothing passes (0 when open)."""
-        return self._until
-
     def pause_for(self, seconds: float) -> float:
         """Close the gate for ``seconds`` from now (never shortening an earlier pause).
 
@@ -290,14 +285,12 @@ class RetryBudget:
         self.cost = cost
         self.refund = refund
         self.tokens = capacity
-        self.spent = 0
 
     def try_spend(self) -> bool:
         """Take the cost of one retry; False (and nothing taken) when the budget is empty."""
         if self.tokens < self.cost:
             return False
         self.tokens -= self.cost
-        self.spent += 1
         return True
 
     def earn(self) -> None:

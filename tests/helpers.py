@@ -128,12 +128,3 @@ def retries_logged(
         if match and (operation is None or match[1] == operation):
             found.append((match[1], int(match[2]), match[3], float(match[4])))
     return found
-
-
-def poll_pace_of(client: NanoBanana) -> Any:
-    """The client's adaptive poll pace, read through a private attribute.
-
-    No public call shows the pace yet (a statistics snapshot, ``client.stats()``,
-    is planned); until then this one helper is the only place that reaches in.
-    """
-    return client._limits.poll_pace

@@ -50,7 +50,6 @@ from .conftest import FAST_RETRY
 from .helpers import (
     fast_client,
     png_size,
-    poll_pace_of,
     retries_logged,
     sdk_tasks,
     wait_until,
@@ -226,13 +225,12 @@ async def test_a_429_storm_slows_every_poll_of_the_client_and_honours_retry_afte
     retry_after = 0.2
     async with fast_client(sim) as client:
         tasks = [await client.submit(f"fox {i} [never]") for i in range(4)]
-        pace = poll_pace_of(client)
         with anyio.fail_after(10):
             async with anyio.create_task_group() as group:
                 for task in tasks:
                     group.start_soon(client.wait, task)
                 await anyio.sleep(0.15)
-                uncapped = pace.rate  # unlimited until the service complains
+                uncapped = client.stats().poll_pace  # unlimited until the service complains
                 storm_index = len(sim.requests)
                 storm_at = time.monotonic()
                 for _ in range(8):  # two per task: below the five-failures limit
@@ -240,8 +238,8 @@ async def test_a_429_storm_slows_every_poll_of_the_client_and_honours_retry_afte
                         "poll",
                         Respond(429, {"error": "slow down"}, headers={"Retry-After": "0.2"}),
                     )
-                await wait_until(lambda: pace.rate is not None)
-                capped = pace.rate
+                await wait_until(lambda: client.stats().poll_pace is not None)
+                capped = client.stats().poll_pace
                 capped_at = time.monotonic()
                 await anyio.sleep(0.8)
                 group.cancel_scope.cancel()
