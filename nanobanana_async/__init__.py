@@ -18,6 +18,8 @@ counters for ``_stats``), and how requests are sent (``_http``, the only
 package that uses aiohttp).
 """
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
 from ._client import NanoBanana
 from ._download import ImageKind, sniff_image
 from ._errors import (
@@ -69,8 +71,10 @@ from ._observe import EventStream
 from ._polling import AdaptivePolling, FixedPolling, PollingPolicy
 from ._retry import Backoff, RetryPolicy
 from ._scheduler import OutcomeStream
-from ._sqlite_journal import JournalReader, SQLiteJournal, read_journal
 from ._stats import Latency, Stats
+
+if _TYPE_CHECKING:
+    from ._sqlite_journal import JournalReader, SQLiteJournal, read_journal
 from ._vocabulary import MODELS, RESOLUTIONS, SIZES
 
 __version__ = "0.1.0"
@@ -147,9 +151,28 @@ __all__ = [
     "sniff_image",
 ]
 
-# Reprs, tracebacks and docs name the public package, not the private module.
+#: Public names whose module imports sqlite3, loaded on first use.
+_SQLITE_NAMES = frozenset({"JournalReader", "SQLiteJournal", "read_journal"})
+
+
+def _public(value: object) -> None:
+    """Reprs, tracebacks and docs name the public package, not the private module."""
+    if getattr(value, "__module__", "").startswith("nanobanana_async._"):
+        value.__module__ = __name__
+
+
+def __getattr__(name: str) -> object:
+    if name in _SQLITE_NAMES:
+        from . import _sqlite_journal
+
+        value = getattr(_sqlite_journal, name)
+        _public(value)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 for _name in __all__:
-    _value = globals()[_name]
-    if getattr(_value, "__module__", "").startswith("nanobanana_async._"):
-        _value.__module__ = __name__
-del _name, _value
+    if _name not in _SQLITE_NAMES:
+        _public(globals()[_name])
+del _name

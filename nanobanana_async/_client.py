@@ -36,7 +36,6 @@ from ._polling import AdaptivePolling, PollingPolicy
 from ._resume import BatchJournal
 from ._retry import Retrier, RetryPolicy
 from ._scheduler import OutcomeStream
-from ._sqlite_journal import SQLiteJournal
 from ._stats import Stats
 from ._urls import check_base_url
 
@@ -342,9 +341,12 @@ class NanoBanana:
         )
         store: Journal | None = None
         if journal is not None:
-            store = (
-                journal if isinstance(journal, Journal) else SQLiteJournal(journal, folder=save_to)
-            )
+            if isinstance(journal, Journal):
+                store = journal
+            else:
+                from ._sqlite_journal import SQLiteJournal  # sqlite3 only when a journal is used
+
+                store = SQLiteJournal(journal, folder=save_to)
         batch_journal = (
             BatchJournal(store, resubmit_uncertain=resubmit_uncertain)
             if store is not None

@@ -54,12 +54,15 @@ a rerun resumes them as it would on the real service.
 """
 
 
-def _request_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the images")
-    parser.add_argument("--model", choices=MODELS, help="model for every prompt")
-    parser.add_argument("--size", choices=SIZES, help="aspect ratio for every prompt")
+def _request_options(parser: argparse.ArgumentParser, *, batch: bool) -> None:
+    each = "every prompt (a JSONL line may set its own)" if batch else "the image"
     parser.add_argument(
-        "--resolution", type=str.lower, choices=RESOLUTIONS, help="resolution for every prompt"
+        "--out", required=True, metavar="DIR", help=f"folder for the image{'s' if batch else ''}"
+    )
+    parser.add_argument("--model", choices=MODELS, help=f"model for {each}")
+    parser.add_argument("--size", choices=SIZES, help=f"aspect ratio for {each}")
+    parser.add_argument(
+        "--resolution", type=str.lower, choices=RESOLUTIONS, help=f"resolution for {each}"
     )
     parser.add_argument(
         "--simulate",
@@ -69,9 +72,10 @@ def _request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base-url", help="service base URL (default: $NANOBANANA_BASE_URL or the public one)"
     )
-    parser.add_argument(
-        "--concurrency", type=int, default=32, metavar="N", help="jobs in flight (default 32)"
-    )
+    if batch:
+        parser.add_argument(
+            "--concurrency", type=int, default=32, metavar="N", help="jobs in flight (default 32)"
+        )
 
 
 def report_error(error: object) -> None:
@@ -82,8 +86,13 @@ def report_error(error: object) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``nanobanana`` command."""
+    from nanobanana_async import __version__
+
     parser = argparse.ArgumentParser(
         prog="nanobanana", description="Generate images with the Nano Banana service."
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"nanobanana {__version__} (nanobanana-async)"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
@@ -93,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("prompts", metavar="PROMPTS", help="prompt file (.txt or .jsonl) or '-'")
-    _request_options(run)
+    _request_options(run, batch=True)
     run.add_argument("--ordered", action="store_true", help="report results in input order")
     run.add_argument(
         "--journal",
@@ -110,12 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="on a rerun, send again inputs whose earlier create may have been billed unseen",
     )
-    one = commands.add_parser("generate", help="generate one image into a folder")
+    one = commands.add_parser(
+        "generate",
+        help="generate one image into a folder",
+        description="Generate one image for PROMPT and save it into --out (named after its "
+        "task id). Exit 0 when saved, 1 when the service failed it, 2 for a usage or "
+        "configuration error.",
+    )
     one.add_argument("prompt", metavar="PROMPT", help="the prompt")
-    _request_options(one)
+    _request_options(one, batch=False)
     one.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
     journal = commands.add_parser(
-        "journal", help="show what a batch's journal holds (counts, failed and uncertain inputs)"
+        "journal",
+        help="show what a batch's journal holds (counts, failed and uncertain inputs)",
+        description="Show what the journal of a run holds: how many inputs are saved, "
+        "submitted, failed or uncertain, and which. DIR_OR_PATH is a run's --out folder "
+        "(its .nanobanana-journal.sqlite) or a journal file. It only reads: safe while a "
+        "run is going.",
     )
     journal.add_argument("target", metavar="DIR_OR_PATH", help="output folder or journal file")
     journal.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -146,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(args_list)
     if args.command == "journal":
         return _journal(args, Console(soft_wrap=True))
-    if args.concurrency < 1:
+    if getattr(args, "concurrency", 1) < 1:
         parser.error("--concurrency must be at least 1")
     try:
         _check_key(args)
@@ -190,6 +210,11 @@ def _prepare(args: argparse.Namespace) -> None:
             if args.log_json:
                 _check_log_file(Path(args.log_json))
             args.prompt_count = count_prompts(PromptSource(args.prompts))
+            if args.prompt_count == 0:
+                raise _PathError(
+                    f"{args.prompts} holds no prompt (only blank lines and '#' comments): "
+                    "nothing to do"
+                )
         else:
             _check_out(out)
         out.mkdir(parents=True, exist_ok=True)

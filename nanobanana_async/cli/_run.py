@@ -66,12 +66,17 @@ async def open_client(args: argparse.Namespace, console: Console) -> AsyncIterat
             async with NanoBanana(
                 api_key=simulator.api_key,
                 base_url=simulator.base_url,
-                max_concurrency=args.concurrency,
+                max_concurrency=_concurrency(args),
             ) as client:
                 yield client
         return
-    async with NanoBanana(base_url=args.base_url, max_concurrency=args.concurrency) as client:
+    async with NanoBanana(base_url=args.base_url, max_concurrency=_concurrency(args)) as client:
         yield client
+
+
+def _concurrency(args: argparse.Namespace) -> int:
+    """``--concurrency`` for a run; one job for ``generate``, which has no such option."""
+    return int(getattr(args, "concurrency", 1))
 
 
 async def run_command(args: argparse.Namespace, console: Console) -> int:

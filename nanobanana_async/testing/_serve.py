@@ -44,7 +44,12 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--api-key", default="sim-key", help="accepted bearer key")
     parser.add_argument(
-        "--latency", choices=sorted(_PROFILES), default="demo", help="job time profile"
+        "--latency",
+        choices=sorted(_PROFILES),
+        default="demo",
+        help="how long jobs take: realistic (the service's own, 15-90 s by model and "
+        "resolution), demo (the same shape at 1/20: about 0.3-4.5 s; the default), fast "
+        "(1/500: about 0.01-0.2 s), instant (done at the first poll)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (ids, job times)")
     parser.add_argument(

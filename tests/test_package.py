@@ -1,0 +1,100 @@
+"""The package as a user meets it: import cost, metadata, --version, help texts, empty input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import nanobanana_async
+
+from .test_cli import clean_env, output_of
+from .test_crash import cli_command
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _console(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
+    """The installed ``nanobanana`` console script (else the module), bounded in time."""
+    return subprocess.run(
+        [*cli_command(), *args],
+        env=clean_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_importing_the_package_loads_neither_sqlite3_nor_rich() -> None:
+    probe = (
+        "import sys, nanobanana_async; "
+        "print(sorted(m for m in ('sqlite3', 'rich') if m in sys.modules))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert found.stdout.strip() == "[]"
+
+
+def test_the_journal_names_load_on_first_use_under_the_public_module_name() -> None:
+    assert nanobanana_async.SQLiteJournal.__module__ == "nanobanana_async"
+    assert nanobanana_async.read_journal.__module__ == "nanobanana_async"
+    assert "JournalReader" in nanobanana_async.__all__
+    assert nanobanana_async.JournalReader.__module__ == "nanobanana_async"
+
+
+def test_nanobanana_version_names_the_package_version() -> None:
+    result = _console("--version")
+    assert result.returncode == 0, output_of(result)
+    assert result.stdout.strip() == f"nanobanana {nanobanana_async.__version__} (nanobanana-async)"
+
+
+def test_generate_help_speaks_of_one_image_and_offers_no_concurrency() -> None:
+    text = " ".join(_console("generate", "--help").stdout.split())
+    assert "Generate one image for PROMPT" in text
+    assert "model for the image" in text
+    assert "every prompt" not in text
+    assert "--concurrency" not in text
+
+
+def test_every_command_has_a_description_in_its_help() -> None:
+    journal = " ".join(_console("journal", "--help").stdout.split())
+    assert "Show what the journal of a run holds" in journal
+    run = " ".join(_console("run", "--help").stdout.split())
+    assert "every prompt (a JSONL line may set its own)" in run
+    assert "--log-json FILE" in run
+
+
+def test_a_prompt_file_without_a_prompt_is_a_usage_error_that_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    for name, text in (("empty.txt", ""), ("comments.txt", "# only a comment\n\n   \n")):
+        prompts = tmp_path / name
+        prompts.write_text(text, encoding="utf-8")
+        out = tmp_path / f"out-{name}"
+        result = _console("run", str(prompts), "--simulate", "--out", str(out), cwd=tmp_path)
+        lines = output_of(result).strip().splitlines()
+        assert result.returncode == 2, lines
+        assert len(lines) == 1
+        assert "holds no prompt" in lines[0]
+        assert not out.exists()
+
+
+def test_the_package_index_gets_a_licence_and_a_description_of_its_own() -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["license"] == "MIT"
+    assert "MIT License" in (REPO_ROOT / "LICENSE").read_text(encoding="utf-8")
+    description = (REPO_ROOT / project["readme"]).read_text(encoding="utf-8")
+    assert project["readme"] != "README.md"  # the README opens with a checkout's commands
+    assert "pip install -e" not in description
+    assert 'pip install "nanobanana-async[cli]"' in description
+
+
+def test_simulate_help_names_the_command_and_explains_each_latency_profile() -> None:
+    text = " ".join(_console("simulate", "--help").stdout.split())
+    assert text.startswith("usage: nanobanana simulate")
+    for profile in ("realistic (", "demo (", "fast (", "instant ("):
+        assert profile in text
