@@ -98,3 +98,12 @@ def test_simulate_help_names_the_command_and_explains_each_latency_profile() -> 
     assert text.startswith("usage: nanobanana simulate")
     for profile in ("realistic (", "demo (", "fast (", "instant ("):
         assert profile in text
+
+
+def test_generate_twice_into_one_folder_on_the_simulator_saves_two_images(tmp_path: Path) -> None:
+    """Each start of the built-in simulator gives fresh task ids, so names never clash."""
+    out = tmp_path / "G1"
+    for _ in range(2):
+        result = _console("generate", "a red fox", "--simulate", "--out", str(out), cwd=tmp_path)
+        assert result.returncode == 0, output_of(result)
+    assert len(list(out.glob("*.png"))) == 2

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from nanobanana_async import (
     FATAL_ERRORS,
+    DestinationExistsError,
     Event,
     ImageRequest,
     NanoBanana,
@@ -61,6 +62,8 @@ async def open_client(args: argparse.Namespace, console: Console) -> AsyncIterat
             image_long_side=512,
             # A run resumes against the same simulated tasks; one image needs no state.
             state_path=Path(args.out) / SIMULATOR_STATE if args.command == "run" else None,
+            # Fresh task ids on every start, as the service gives (a fixed seed repeats them).
+            seed=None,
         ) as simulator:
             console.print(f"simulator serving on {simulator.base_url}", highlight=False)
             async with NanoBanana(
@@ -219,6 +222,9 @@ async def generate_command(args: argparse.Namespace, console: Console) -> int:
         try:
             result = await client.generate(request, timeout=args.timeout)
             path = await result.save(Path(args.out) / "")
+        except DestinationExistsError as exc:
+            report_error(f"{exc.path} already exists; nanobanana never replaces an image")
+            return EXIT_FAILURES
         except NanoBananaError as exc:
             report_error(exc)
             return EXIT_USAGE if isinstance(exc, FATAL_ERRORS) else EXIT_FAILURES
