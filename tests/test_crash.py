@@ -272,7 +272,7 @@ def make_batch(tmp_path: Path, count: int = N) -> Batch:
             text += ", with a very long description of light, shadow, texture and mood" * 2
         texts.append(text)
     texts[-1] = texts[0]  # the same prompt twice: two inputs, two images
-    texts[count // 2] = _SUBJECTS[-1]  # nothing ASCII: the slug falls back to "image"
+    texts[count // 2] = _SUBJECTS[-1]  # nothing ASCII: a slug in its own script
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# crash test batch\n" + "\n".join(texts) + "\n", encoding="utf-8")
     return Batch(prompts=prompts, out=tmp_path / "out", texts=tuple(texts))

@@ -214,12 +214,35 @@ def test_ordinary_task_ids_pass(task_id: str) -> None:
 
 
 def test_file_stems_name_the_prompt_and_request_never_the_position() -> None:
-    """Saved names are a short ASCII slug, the fingerprint's start, and which repeat it is."""
+    """Saved names are a short slug, the fingerprint's start, and which repeat it is."""
     assert file_stem("A red fox!", "3f2a9c1e0b7d5a64ff") == "a-red-fox-3f2a9c1e0b7d5a64"
     assert file_stem("A red fox!", "3f2a9c1e0b7d5a64ff", 1) == "a-red-fox-3f2a9c1e0b7d5a64-2"
     assert slugify("Ünïcödé café ☕") == "unicode-cafe"
     assert slugify("!!!") == "image"
     assert len(slugify("word " * 40)) <= 40
+
+
+@pytest.mark.parametrize(
+    ("prompt", "slug"),
+    [
+        ("日本の桜", "日本の桜"),
+        ("一只红色的狐狸在雪中", "一只红色的狐狸在雪中"),
+        ("лиса в снегу", "лиса-в-снегу"),
+        ("قطة سوداء", "قطة-سوداء"),
+        ("हिन्दी भाषा", "हिन्दी-भाषा"),
+        ("Tokyo at night — neon & rain", "tokyo-at-night-neon-rain"),
+        ("\u202egnp.exe", "gnp-exe"),
+        ("../../etc/passwd", "etc-passwd"),
+        ('a<b>c:d"e|f?g*h\\i', "a-b-c-d-e-f-g-h-i"),
+        ("\uff26\uff35\uff2c\uff2c\u3000\uff57\uff49\uff44\uff54\uff48", "full-width"),
+    ],
+)
+def test_slugs_keep_every_script_and_stay_safe_file_names(prompt: str, slug: str) -> None:
+    """Letters of any script are kept; separators, reserved and direction marks never are."""
+    made = slugify(prompt)
+    assert made == slug
+    assert not set(made) & set('<>:"/\\|?*.') and made.isprintable()
+    assert len(made) <= 40
 
 
 def test_adaptive_polling_learns_from_all_jobs_not_only_the_slowest_last_ones() -> None:
