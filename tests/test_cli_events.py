@@ -80,3 +80,35 @@ def test_a_log_json_path_in_a_missing_folder_is_refused_before_anything_starts(
     assert "--log-json" in text
     assert "does not exist" in text
     assert not out.exists()
+
+
+def test_the_manifest_records_each_inputs_request_state_reason_and_path(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    lines = [
+        {"prompt": "a red fox", "model": "nano-banana-pro", "resolution": "2k", "size": "16:9"},
+        {"prompt": "a cat", "size": "7:3"},
+    ]
+    text = "\n".join(json.dumps(line) for line in lines) + "\nnot json at all\n"
+    prompts.write_text(text, encoding="utf-8")
+    out = tmp_path / "out"
+    result = run_cli("run", str(prompts), "--simulate", "--out", str(out))
+    assert result.returncode == 1, output_of(result)
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    fox, cat, junk = rows
+    assert (fox["prompt"], fox["model"], fox["resolution"], fox["size"]) == (
+        "a red fox",
+        "nano-banana-pro",
+        "2k",
+        "16:9",
+    )
+    assert fox["status"] == "saved"
+    assert fox["path"] is not None
+    assert (out / Path(fox["path"]).name).exists()
+    assert (cat["prompt"], cat["size"], cat["status"], cat["line"]) == (
+        "a cat",
+        "7:3",
+        "invalid",
+        2,
+    )
+    assert "size" in cat["error"]
+    assert (junk["prompt"], junk["status"], junk["line"]) == ("not json at all", "invalid", 3)

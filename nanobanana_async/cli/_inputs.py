@@ -50,10 +50,11 @@ class PromptFileError(NanoBananaError, ValueError):
 
 @attrs.frozen
 class BadLine:
-    """An input line that could not become a request."""
+    """An input line that could not become a request, with its text (for the manifest)."""
 
     line: int
     reason: str
+    text: str = ""
 
 
 @attrs.frozen
@@ -134,9 +135,9 @@ def _parse(
         try:
             yield number, _request_from(text, source)
         except InvalidRequestError as exc:
-            yield number, BadLine(number, str(exc))
+            yield number, BadLine(number, str(exc), text)
         except ValueError as exc:
-            yield number, BadLine(number, f"not a JSON object: {exc}")
+            yield number, BadLine(number, f"not a JSON object: {exc}", text)
 
 
 def _request_from(text: str, source: PromptSource) -> ImageRequest:

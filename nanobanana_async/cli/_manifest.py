@@ -11,7 +11,7 @@ starts, every few seconds while it runs and when it stops, however it stops.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,18 @@ from ._inputs import BadLine, PromptSource, read_prompts
 __all__ = ["write_manifest"]
 
 
-def _row(line: int | None, index: int | None, prompt: str | None) -> dict[str, Any]:
+#: Longest invalid line kept in the manifest (its prompt, or the line itself).
+_LINE_EXCERPT = 500
+
+
+def _row(line: int | None, index: int | None, request: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "index": index,
         "line": line,
-        "prompt": prompt,
+        "prompt": request.get("prompt"),
+        "model": request.get("model"),
+        "resolution": request.get("resolution"),
+        "size": request.get("size"),
         "task_id": None,
         "status": "pending",
         "path": None,
@@ -56,24 +63,39 @@ def manifest_rows(
     with JournalReader(journal) as reader:
         if source.path == "-":  # standard input cannot be read twice: the journal alone speaks
             for entry in reader:
-                row = _row(None, entry.index, entry.request.get("prompt"))
+                row = _row(None, entry.index, entry.request)
                 yield _from_entry(row, entry, live=live)
             return
         occurrences: dict[str, int] = {}
         index = 0
         for line, item in read_prompts(source):
             if isinstance(item, BadLine):
-                row = _row(line, None, None)
+                row = _row(line, None, _what_it_asked(item.text))
                 row.update(status="invalid", error=item.reason, error_type="InvalidRequestError")
                 yield row
                 continue
             fingerprint = request_fingerprint(item)
             occurrence = occurrences.get(fingerprint, 0)
             occurrences[fingerprint] = occurrence + 1
-            row = _row(line, index, item.prompt)
+            row = _row(line, index, item.to_payload())
             found = reader.get(fingerprint, occurrence)
             yield row if found is None else _from_entry(row, found, live=live)
             index += 1
+
+
+def _what_it_asked(text: str) -> dict[str, Any]:
+    """The fields an invalid line named, as far as they can be read (else its text as prompt)."""
+    try:
+        fields = json.loads(text)
+    except ValueError:
+        fields = None
+    if isinstance(fields, dict):
+        return {
+            key: value[:_LINE_EXCERPT] if isinstance(value, str) else value
+            for key, value in fields.items()
+            if key in ("prompt", "model", "resolution", "size")
+        }
+    return {"prompt": text[:_LINE_EXCERPT]}
 
 
 def write_manifest(
