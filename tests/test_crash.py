@@ -83,10 +83,11 @@ JOURNAL_FILES = frozenset(
         ".nanobanana.lock",
     }
 )
-#: An image is named by its prompt and request, never its position: slug-hash[-n].png.
-IMAGE_NAME = re.compile(r"^[a-z0-9-]+-[0-9a-f]{16}(-\d+)?\.png$")
+#: An image is named by its prompt and request, never its position: slug-hash[-n].png
+#: (the slug keeps letters and digits of any script, lower-cased, joined by hyphens).
+IMAGE_NAME = re.compile(r"^(?:[^\W_]|-)+-[0-9a-f]{16}(-\d+)?\.png$")
 #: The temp file of one download (``_download._create_temp``).
-TEMP_NAME = re.compile(r"^\.[a-z0-9-]+-[0-9a-f]{16}(-\d+)?\.[0-9a-f]{12}\.part$")
+TEMP_NAME = re.compile(r"^\.(?:[^\W_]|-)+-[0-9a-f]{16}(-\d+)?\.[0-9a-f]{12}\.part$")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IN_DOUBT = (JournalState.SUBMITTING, JournalState.UNCERTAIN)
 
