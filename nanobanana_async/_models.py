@@ -70,12 +70,12 @@ def _check_model(_: object, __: attrs.Attribute[str], value: object) -> None:
 
 def _check_resolution(_: object, __: attrs.Attribute[str | None], value: object) -> None:
     if value is not None and value not in RESOLUTIONS:
-        raise InvalidRequestError("resolution", value, _one_of(RESOLUTIONS) + " (or None)")
+        raise InvalidRequestError("resolution", value, _one_of(RESOLUTIONS) + ", or leave it unset")
 
 
 def _check_size(_: object, __: attrs.Attribute[str | None], value: object) -> None:
     if value is not None and value not in SIZES:
-        raise InvalidRequestError("size", value, _one_of(SIZES) + " (or None)")
+        raise InvalidRequestError("size", value, _one_of(SIZES) + ", or leave it unset")
 
 
 def _check_image_urls(_: object, __: attrs.Attribute[tuple[str, ...]], value: object) -> None:

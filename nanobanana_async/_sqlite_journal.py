@@ -154,7 +154,7 @@ def _check_header(path: Path) -> None:
     if header != b"SQLite format 3\x00":
         raise JournalError(
             f"{path} exists but is not a nanobanana_async journal (not a SQLite "
-            "file); it was left untouched: choose another --journal path"
+            "file); it was left untouched: choose another journal path"
         )
 
 
@@ -165,7 +165,7 @@ def _check_ours(path: Path, conn: sqlite3.Connection) -> int:
     if application_id != APPLICATION_ID:
         raise JournalError(
             f"{path} is a SQLite file but not a nanobanana_async journal; it was "
-            "left untouched: choose another --journal path"
+            "left untouched: choose another journal path"
         )
     if version not in (1, SCHEMA_VERSION):
         raise JournalError(

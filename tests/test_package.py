@@ -107,3 +107,20 @@ def test_generate_twice_into_one_folder_on_the_simulator_saves_two_images(tmp_pa
         result = _console("generate", "a red fox", "--simulate", "--out", str(out), cwd=tmp_path)
         assert result.returncode == 0, output_of(result)
     assert len(list(out.glob("*.png"))) == 2
+
+
+def test_messages_speak_the_commands_words(tmp_path: Path) -> None:
+    """A bad size in a JSONL line and a prompt file given as a journal: no library words."""
+    prompts = tmp_path / "bad.jsonl"
+    prompts.write_text('{"prompt": "a fox", "size": "7:3"}\n{"prompt": "a cat"}\n', "utf-8")
+    run = _console("run", str(prompts), "--simulate", "--out", str(tmp_path / "o"), cwd=tmp_path)
+    text = " ".join(output_of(run).split())
+    assert "line 1 skipped: invalid size '7:3'" in text
+    assert "or leave it unset" in text
+    assert "None" not in text
+    journal = _console("journal", str(prompts), cwd=tmp_path)
+    message = " ".join(output_of(journal).split())
+    assert journal.returncode == 2
+    assert "is not a nanobanana_async journal" in message
+    assert "--journal" not in message
+    assert "Traceback" not in message
