@@ -732,6 +732,47 @@ async def test_pytest_fixture_yields_a_started_simulator(tmp_path: Path) -> None
     assert b"1 passed" in completed.stdout
 
 
+async def test_pytest_client_fixture_and_marker_shape_a_users_test_suite(tmp_path: Path) -> None:
+    """nanobanana_client polls fast; the marker sets the latency and the faults."""
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nanyio_mode = auto\nfilterwarnings =\n    error\n", encoding="utf-8"
+    )
+    (tmp_path / "test_user.py").write_text(
+        "import pytest\n"
+        "from nanobanana_async import NanoBanana, Retrying\n\n"
+        "@pytest.fixture\n"
+        "def anyio_backend():\n"
+        "    return 'asyncio'\n\n"
+        "async def test_generate(nanobanana_client, nanobanana_simulator):\n"
+        "    assert isinstance(nanobanana_client, NanoBanana)\n"
+        "    result = await nanobanana_client.generate('a fox')\n"
+        "    assert (await result.read()).startswith(b'\\x89PNG')\n"
+        "    assert nanobanana_simulator.counters.creates == 1\n\n"
+        "@pytest.mark.nanobanana(latency='instant', fault_rates={'server_error': 0.5}, seed=3)\n"
+        "async def test_marked(nanobanana_client, nanobanana_simulator):\n"
+        "    seen = []\n"
+        "    nanobanana_client.subscribe(seen.append)\n"
+        "    async for outcome in nanobanana_client.generate_many(['a', 'b', 'c', 'd']):\n"
+        "        pass\n"
+        "    assert nanobanana_simulator.faults.rates.server_error == 0.5\n"
+        "    assert nanobanana_simulator.faults.injected.total > 0\n\n"
+        "@pytest.mark.nanobanana(latency='sluggish')\n"
+        "async def test_bad_marker(nanobanana_simulator):\n"
+        "    pass\n",
+        encoding="utf-8",
+    )
+    env = _child_env()
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "anyio.pytest_plugin"]
+    command += ["-p", "nanobanana_async.testing.pytest_plugin", "test_user.py"]
+    with anyio.fail_after(60):
+        completed = await anyio.run_process(command, cwd=tmp_path, env=env, check=False)
+    output = completed.stdout.decode() + completed.stderr.decode()
+    assert "2 passed" in output, output
+    assert "1 error" in output, output
+    assert "latency='sluggish'" in output
+
+
 # Seeded random faults (FaultQueues.set_rates) and the counters that go with them.
 
 
