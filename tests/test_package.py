@@ -124,3 +124,21 @@ def test_messages_speak_the_commands_words(tmp_path: Path) -> None:
     assert "is not a nanobanana_async journal" in message
     assert "--journal" not in message
     assert "Traceback" not in message
+
+
+def test_run_simulate_takes_a_latency_profile_and_seeded_faults(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"a fox number {i}\n" for i in range(12)), encoding="utf-8")
+    args = ["run", str(prompts), "--simulate", "--out", str(tmp_path / "o")]
+    faults = ["--simulate-latency", "instant", "--simulate-faults", "server_error=0.3"]
+    result = _console(*args, *faults, cwd=tmp_path)
+    text = " ".join(output_of(result).split())
+    assert result.returncode in (0, 1), text
+    assert "retries" in text  # 503s on polls are retried, and the summary says so
+    assert "Traceback" not in text
+    bad = _console(*args, "--simulate-faults", "bogus=1", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "expected NAME=NUMBER" in bad.stderr
+    unknown = _console(*args, "--simulate-latency", "sluggish", cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert "invalid choice: 'sluggish'" in unknown.stderr

@@ -70,12 +70,37 @@ def _request_options(parser: argparse.ArgumentParser, *, batch: bool) -> None:
         help="run against the built-in simulator on 127.0.0.1 (no key needed)",
     )
     parser.add_argument(
+        "--simulate-latency",
+        choices=("realistic", "demo", "fast", "instant"),
+        default="demo",
+        metavar="PROFILE",
+        help="with --simulate, how long jobs take: realistic (15-90 s), demo (about "
+        "0.3-4.5 s, the default), fast (about 0.01-0.2 s) or instant",
+    )
+    parser.add_argument(
+        "--simulate-faults",
+        type=_fault_rates,
+        default={},
+        metavar="KIND=P,...",
+        help="with --simulate, random faults per request, e.g. reset=0.05,server_error=0.05,"
+        "rate_limit=0.02,truncate=0.01 (seeded, so a rerun sees the same)",
+    )
+    parser.add_argument(
         "--base-url", help="service base URL (default: $NANOBANANA_BASE_URL or the public one)"
     )
     if batch:
         parser.add_argument(
             "--concurrency", type=int, default=32, metavar="N", help="jobs in flight (default 32)"
         )
+
+
+def _fault_rates(text: str) -> dict[str, float]:
+    from nanobanana_async.testing import FaultRates
+
+    try:
+        return FaultRates.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def report_error(error: object) -> None:

@@ -58,13 +58,15 @@ async def open_client(args: argparse.Namespace, console: Console) -> AsyncIterat
         from nanobanana_async.testing import LatencyProfile, Simulator
 
         async with Simulator(
-            latency=LatencyProfile.demo(),
+            latency=LatencyProfile.named(args.simulate_latency),
             image_long_side=512,
             # A run resumes against the same simulated tasks; one image needs no state.
             state_path=Path(args.out) / SIMULATOR_STATE if args.command == "run" else None,
             # Fresh task ids on every start, as the service gives (a fixed seed repeats them).
             seed=None,
         ) as simulator:
+            if args.simulate_faults:
+                simulator.faults.set_rates(seed=0, **args.simulate_faults)
             console.print(f"simulator serving on {simulator.base_url}", highlight=False)
             async with NanoBanana(
                 api_key=simulator.api_key,

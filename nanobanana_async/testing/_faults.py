@@ -152,6 +152,11 @@ def _endpoints_by_kind(value: Mapping[str, object]) -> Mapping[str, tuple[Endpoi
     return MappingProxyType(chosen)
 
 
+_RATE_NAMES = frozenset(
+    {"reset", "server_error", "rate_limit", "truncate", "retry_after", "create_first"}
+)
+
+
 @attrs.frozen
 class FaultRates:
     """Per-request probabilities of random faults, drawn from RNGs seeded by ``seed``.
@@ -184,6 +189,28 @@ class FaultRates:
             total = sum(rate for _, rate in self.kinds(endpoint))
             if total > 1.0:
                 raise ValueError(f"fault rates for {endpoint} add up to {total:g}, over 1")
+
+    @staticmethod
+    def parse(text: str) -> dict[str, float]:
+        """``"reset=0.05,server_error=0.05"`` as keyword arguments for ``FaultQueues.set_rates``.
+
+        Names: reset, server_error, rate_limit, truncate, retry_after and
+        create_first (``-`` may stand for ``_``); ValueError says what is wrong.
+        """
+        rates: dict[str, float] = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            name, sep, value = item.partition("=")
+            name = name.strip().replace("-", "_")
+            if not sep or name not in _RATE_NAMES:
+                raise ValueError(
+                    f"{item!r}: expected NAME=NUMBER with NAME one of "
+                    f"{', '.join(sorted(_RATE_NAMES))}"
+                )
+            try:
+                rates[name] = float(value)
+            except ValueError:
+                raise ValueError(f"{item!r}: {value!r} is not a number") from None
+        return rates
 
     def kinds(self, endpoint: Endpoint) -> tuple[tuple[str, float], ...]:
         """The fault kinds that apply to ``endpoint``, with their probabilities."""

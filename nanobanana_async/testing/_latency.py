@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 import attrs
@@ -98,6 +98,17 @@ class LatencyProfile:
     def instant(cls) -> LatencyProfile:
         """No waiting at all: every job is terminal at its first poll."""
         return cls()
+
+    #: The profiles ``named`` knows: realistic, demo (1/20 of it), fast (1/500), instant.
+    NAMES = ("realistic", "demo", "fast", "instant")
+
+    @classmethod
+    def named(cls, name: str) -> LatencyProfile:
+        """The profile called ``name`` (one of ``NAMES``); ValueError for any other name."""
+        if name not in cls.NAMES:
+            raise ValueError(f"unknown latency profile {name!r}: use one of {', '.join(cls.NAMES)}")
+        factory: Callable[[], LatencyProfile] = getattr(cls, name)
+        return factory()
 
     @classmethod
     def uniform(cls, low: float, high: float) -> LatencyProfile:

@@ -22,15 +22,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._faults import FaultRates
 from ._latency import LatencyProfile
 from ._server import Simulator
-
-_PROFILES = {
-    "instant": LatencyProfile.instant,
-    "fast": LatencyProfile.fast,
-    "demo": LatencyProfile.demo,
-    "realistic": LatencyProfile.realistic,
-}
 
 
 def _parser(prog: str | None) -> argparse.ArgumentParser:
@@ -45,7 +39,7 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--api-key", default="sim-key", help="accepted bearer key")
     parser.add_argument(
         "--latency",
-        choices=sorted(_PROFILES),
+        choices=LatencyProfile.NAMES,
         default="demo",
         help="how long jobs take: realistic (the service's own, 15-90 s by model and "
         "resolution), demo (the same shape at 1/20: about 0.3-4.5 s; the default), fast "
@@ -78,26 +72,12 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     return parser
 
 
-_RATE_NAMES = frozenset(
-    {"reset", "server_error", "rate_limit", "truncate", "retry_after", "create_first"}
-)
-
-
 def _fault_rates(text: str) -> dict[str, float]:
-    """Parse ``reset=0.05,server_error=0.05`` into keyword arguments for ``set_rates``."""
-    rates: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, value = item.partition("=")
-        name = name.strip().replace("-", "_")
-        if not sep or name not in _RATE_NAMES:
-            raise argparse.ArgumentTypeError(
-                f"{item!r}: expected NAME=NUMBER with NAME one of {', '.join(sorted(_RATE_NAMES))}"
-            )
-        try:
-            rates[name] = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{item!r}: {value!r} is not a number") from None
-    return rates
+    """``--fault-rates``: see ``FaultRates.parse``."""
+    try:
+        return FaultRates.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _write_ready_file(path: Path, sim: Simulator) -> None:
@@ -114,7 +94,7 @@ async def _serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(signum, stop.set)
     simulator = Simulator(
         api_key=args.api_key,
-        latency=_PROFILES[args.latency](),
+        latency=LatencyProfile.named(args.latency),
         seed=args.seed,
         base_path=args.base_path,
         image_long_side=args.image_size,

@@ -39,12 +39,6 @@ if TYPE_CHECKING:
 
 __all__ = ["nanobanana_client", "nanobanana_simulator"]
 
-_PROFILES = {
-    "instant": LatencyProfile.instant,
-    "fast": LatencyProfile.fast,
-    "demo": LatencyProfile.demo,
-    "realistic": LatencyProfile.realistic,
-}
 #: Poll interval of the ``nanobanana_client`` fixture, in seconds.
 CLIENT_POLL_SECONDS = 0.02
 
@@ -68,12 +62,12 @@ def _settings(request: pytest.FixtureRequest) -> tuple[LatencyProfile, Mapping[s
         )
     latency = options.get("latency", "fast")
     if isinstance(latency, str):
-        if latency not in _PROFILES:
+        try:
+            latency = LatencyProfile.named(latency)
+        except ValueError as exc:
             raise pytest.UsageError(
-                f"@pytest.mark.nanobanana(latency={latency!r}): use one of "
-                f"{', '.join(sorted(_PROFILES))} or a LatencyProfile"
-            )
-        latency = _PROFILES[latency]()
+                f"@pytest.mark.nanobanana(latency={latency!r}): {exc}, or a LatencyProfile"
+            ) from None
     return latency, options.get("fault_rates") or {}, int(options.get("seed", 0))
 
 
