@@ -90,7 +90,8 @@ class EventStream:
 
     Holds at most ``buffer`` unread events; past that the oldest are dropped
     and the next read returns ``EventsDropped(count=...)`` first. Ends when the
-    client closes; ``aclose()`` (or leaving ``async with``) stops it sooner.
+    client closes; ``aclose()`` (or leaving ``async with``) stops it sooner, and
+    is how a reader that stops early lets go of it (the client holds it until then).
     """
 
     def __init__(self, observer: Observer, buffer: int) -> None:
@@ -101,7 +102,6 @@ class EventStream:
         self._dropped = 0
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
-        observer._add_sink(self.push)
 
     def push(self, event: Event) -> None:
         """Buffer one event (called by the observer, in the reporting task)."""
@@ -118,7 +118,7 @@ class EventStream:
     def end(self) -> None:
         """No more events will come: readers drain what is buffered, then stop."""
         self._closed = True
-        self._observer._remove_sink(self.push)
+        self._observer._forget(self)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -157,10 +157,6 @@ class EventStream:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-    def __del__(self) -> None:
-        if not self._closed:
-            self._observer._remove_sink(self.push)
 
 
 class Observer:
@@ -211,7 +207,14 @@ class Observer:
     def open_stream(self, buffer: int) -> EventStream:
         stream = EventStream(self, buffer)
         self._streams.append(stream)
+        self._add_sink(stream.push)
         return stream
+
+    def _forget(self, stream: EventStream) -> None:
+        """An ended stream: no more events for it, and no reference kept to it."""
+        self._remove_sink(stream.push)
+        if stream in self._streams:
+            self._streams.remove(stream)
 
     async def _pump(self, stream: EventStream, subscriber: Subscriber) -> None:
         async for event in stream:
@@ -242,8 +245,7 @@ class Observer:
 
     def close(self) -> None:
         """The client closed: every events() reader ends once it has read what it holds."""
-        streams, self._streams = self._streams, []
-        for stream in streams:
+        for stream in tuple(self._streams):
             stream.end()
 
     def _emit(self, event: Event) -> None:

@@ -388,3 +388,22 @@ async def test_stats_count_the_jobs_queued_and_processing_while_a_batch_runs(
     assert max(processing for _, _, processing in states) == 4
     assert all(queued + processing <= in_flight for in_flight, queued, processing in states)
     assert (final.in_flight, final.queued, final.processing) == (0, 0, 0)
+
+
+async def test_a_closed_events_reader_is_let_go_by_the_client(sim: Simulator) -> None:
+    """A web app opens one reader per request: closed readers must not pile up in the client."""
+    import gc
+    import weakref
+
+    async with fast_client(sim) as client:
+        refs = []
+        for _ in range(3):
+            async with client.events() as events:
+                refs.append(weakref.ref(events))
+            del events
+        gc.collect()
+        assert [ref() for ref in refs] == [None, None, None]
+        seen: list[Event] = []
+        client.subscribe(seen.append)
+        await client.generate("a fox")
+    assert "Completed" in _kinds(seen)
