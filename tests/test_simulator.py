@@ -706,11 +706,21 @@ async def test_standalone_module_serves_and_stops_on_sigterm(
     assert "export NANOBANANA_API_KEY=sub-key" in output
 
 
-async def test_pytest_fixture_yields_a_started_simulator(tmp_path: Path) -> None:
-    """The plugin's nanobanana_simulator fixture works for a user's anyio test suite."""
-    (tmp_path / "pytest.ini").write_text(
+async def _run_user_suite(folder: Path) -> subprocess.CompletedProcess[bytes]:
+    """Run ``folder/test_user.py`` as a user's own anyio suite with only this plugin loaded."""
+    (folder / "pytest.ini").write_text(
         "[pytest]\nanyio_mode = auto\nfilterwarnings =\n    error\n", encoding="utf-8"
     )
+    env = _child_env()
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "anyio.pytest_plugin"]
+    command += ["-p", "nanobanana_async.testing.pytest_plugin", "test_user.py"]
+    with anyio.fail_after(60):
+        return await anyio.run_process(command, cwd=folder, env=env, check=False)
+
+
+async def test_pytest_fixture_yields_a_started_simulator(tmp_path: Path) -> None:
+    """The plugin's nanobanana_simulator fixture works for a user's anyio test suite."""
     (tmp_path / "test_user.py").write_text(
         "import pytest\n"
         "from nanobanana_async.testing import Simulator\n\n"
@@ -722,21 +732,13 @@ async def test_pytest_fixture_yields_a_started_simulator(tmp_path: Path) -> None
         "    assert nanobanana_simulator.base_url.startswith('http://127.0.0.1:')\n",
         encoding="utf-8",
     )
-    env = _child_env()
-    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "anyio.pytest_plugin"]
-    command += ["-p", "nanobanana_async.testing.pytest_plugin", "test_user.py"]
-    with anyio.fail_after(60):
-        completed = await anyio.run_process(command, cwd=tmp_path, env=env, check=False)
+    completed = await _run_user_suite(tmp_path)
     assert completed.returncode == 0, completed.stdout.decode() + completed.stderr.decode()
     assert b"1 passed" in completed.stdout
 
 
 async def test_pytest_client_fixture_and_marker_shape_a_users_test_suite(tmp_path: Path) -> None:
     """nanobanana_client polls fast; the marker sets the latency and the faults."""
-    (tmp_path / "pytest.ini").write_text(
-        "[pytest]\nanyio_mode = auto\nfilterwarnings =\n    error\n", encoding="utf-8"
-    )
     (tmp_path / "test_user.py").write_text(
         "import pytest\n"
         "from nanobanana_async import NanoBanana, Retrying\n\n"
@@ -761,12 +763,7 @@ async def test_pytest_client_fixture_and_marker_shape_a_users_test_suite(tmp_pat
         "    pass\n",
         encoding="utf-8",
     )
-    env = _child_env()
-    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "anyio.pytest_plugin"]
-    command += ["-p", "nanobanana_async.testing.pytest_plugin", "test_user.py"]
-    with anyio.fail_after(60):
-        completed = await anyio.run_process(command, cwd=tmp_path, env=env, check=False)
+    completed = await _run_user_suite(tmp_path)
     output = completed.stdout.decode() + completed.stderr.decode()
     assert "2 passed" in output, output
     assert "1 error" in output, output
