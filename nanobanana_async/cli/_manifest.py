@@ -4,8 +4,10 @@ The journal is the record of truth, so the manifest is derived from it
 alongside a second read of the prompt file, which supplies line numbers and
 skipped lines: each line's input is looked up in the journal by what it asks
 for (its request's fingerprint and occurrence), as the run itself does.
-Status names are the journal's states. ``nanobanana run`` writes it when it
-starts, every few seconds while it runs and when it stops, however it stops.
+Status names are the journal's states, plus ``not_attempted`` for an input
+the run stopped before sending (Ctrl-C, ``--max-images``): a rerun sends it.
+``nanobanana run`` writes it when it starts, every few seconds while it runs
+and when it stops, however it stops.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from nanobanana_async import JournalEntry, JournalReader, request_fingerprint
+from nanobanana_async import JournalEntry, JournalReader, JournalState, request_fingerprint
 
 from ._inputs import BadLine, PromptSource, read_prompts
 
-__all__ = ["write_manifest"]
+__all__ = ["NOT_ATTEMPTED", "manifest_rows", "write_manifest"]
 
 
+#: The status of an input nothing was sent for, once the run has stopped.
+NOT_ATTEMPTED = "not_attempted"
 #: Longest invalid line kept in the manifest (its prompt, or the line itself).
 _LINE_EXCERPT = 500
 
@@ -46,9 +50,12 @@ def _from_entry(row: dict[str, Any], entry: JournalEntry, *, live: bool) -> dict
     # While the run goes on, "submitting" is a create on the wire; once it has stopped,
     # the row's settled state says what a person should read.
     state = entry.state if live else entry.settled_state
+    status = state.value
+    if not live and state is JournalState.PENDING and entry.error is None:
+        status = NOT_ATTEMPTED
     row.update(
         task_id=entry.task_id,
-        status=state.value,
+        status=status,
         path=entry.path,
         error=entry.error,
         error_type=entry.error_type,
@@ -79,7 +86,11 @@ def manifest_rows(
             occurrences[fingerprint] = occurrence + 1
             row = _row(line, index, item.to_payload())
             found = reader.get(fingerprint, occurrence)
-            yield row if found is None else _from_entry(row, found, live=live)
+            if found is not None:
+                _from_entry(row, found, live=live)
+            elif not live:
+                row["status"] = NOT_ATTEMPTED
+            yield row
             index += 1
 
 
