@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import attrs
 
-from ._errors import SubmissionUncertainError
+from ._errors import MaxJobsReachedError, SubmissionUncertainError
 from ._jobs import JobOptions, JobRunner
-from ._models import Outcome
+from ._logs import logger
+from ._models import ImageRequest, Outcome
 from ._naming import file_stem
 from ._observe import JobTrace, Observer
 from ._resume import BatchJournal, Resume
@@ -40,7 +41,7 @@ def _report_settled(observer: Observer, job: JobTrace, outcome: Outcome) -> None
 class BatchJob:
     """The job function of one generate_many call."""
 
-    __slots__ = ("_batch", "_journal", "_options", "_runner")
+    __slots__ = ("_batch", "_journal", "_options", "_runner", "_warned")
 
     def __init__(
         self, runner: JobRunner, options: JobOptions, journal: BatchJournal | None, *, batch: int
@@ -49,6 +50,14 @@ class BatchJob:
         self._options = options
         self._journal = journal
         self._batch = batch
+        self._warned: set[str] = set()
+
+    def _warn_ignored(self, request: ImageRequest) -> None:
+        """Log each setting the service ignores once per batch (the request is still sent)."""
+        for warning in request.ignored_settings():
+            if warning not in self._warned:
+                self._warned.add(warning)
+                logger.warning("%s", warning, extra={"batch": self._batch})
 
     async def __call__(self, pulled: BatchInput, gate: SendGate) -> Outcome | None:
         """The input's outcome; None when it was dropped unsent because its input raised."""
@@ -63,12 +72,19 @@ class BatchJob:
         job = JobTrace(
             model=request.model, resolution=request.resolution, batch=self._batch, index=index
         )
+        if request.resolution is not None:
+            self._warn_ignored(request)
         plan = _AFRESH
         if self._journal is not None:
             plan = await self._journal.plan(index, request, pulled.fingerprint, pulled.occurrence)
             if plan.outcome is not None:
                 _report_settled(observer, job, plan.outcome)
                 return plan.outcome
+        if plan.task is None and not gate.take_create():
+            assert gate.max_creates is not None
+            capped = MaxJobsReachedError(gate.max_creates)
+            observer.skipped(job, capped)
+            return Outcome(request=request, index=index, error=capped)
         options = self._options
         stem = None
         if options.save_to is not None:

@@ -302,6 +302,7 @@ class NanoBanana:
         overwrite: bool = False,
         journal: str | os.PathLike[str] | Journal | None = None,
         resubmit_uncertain: bool = False,
+        max_jobs: int | None = None,
     ) -> OutcomeStream:
         """Generate an image for every input and stream back one ``Outcome`` per input.
 
@@ -328,7 +329,20 @@ class NanoBanana:
         ``SubmissionUncertainError`` unless ``resubmit_uncertain``. A journal
         path is locked, with the ``save_to`` folder, while the batch runs: a
         second batch on either gets ``JournalLockedError``.
+
+        ``max_jobs`` is a cost guard: this call sends at most that many creates
+        (one per input that needs a new task; inputs the journal answers, and
+        tasks it re-polls, cost nothing and do not count). Inputs past the cap
+        come back as ``MaxJobsReachedError`` outcomes (``Skipped`` events) with
+        nothing sent, and a rerun with the journal continues with them.
         """
+        if max_jobs is not None and (
+            isinstance(max_jobs, bool) or not isinstance(max_jobs, int) or max_jobs < 0
+        ):
+            raise UsageError(
+                f"max_jobs must be a whole number of creates, 0 or more (or None for no cap), "
+                f"got {max_jobs!r}"
+            )
         self._http.check_usable()
         limits = self._limits
         held_images = limits.held_images() if save_to is None and download else None
@@ -365,6 +379,7 @@ class NanoBanana:
             held_images=held_images,
             observer=self._observer,
             batch=batch,
+            max_creates=max_jobs,
         )
 
     def _host_group(self) -> TaskGroup | None:

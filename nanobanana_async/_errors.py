@@ -17,6 +17,7 @@
     │   └── ServerError                        5xx
     ├── NetworkError (ConnectionError)         transport failure; says whether the request left
     ├── SubmissionUncertainError               a create was sent, its answer lost: may be billed
+    ├── MaxJobsReachedError                    not attempted: the batch's max_jobs cap was spent
     ├── MalformedResponseError                 an answer the SDK cannot trust (bad JSON, bad id)
     ├── TaskFailedError                        the generation failed; carries the final Task
     ├── TaskTimeoutError (TimeoutError)        waiting for a task ran past its deadline
@@ -194,6 +195,22 @@ class SubmissionUncertainError(NanoBananaError):
         super().__init__(
             f"create was sent but its answer was lost ({reason}): the task may exist and be "
             "billed; it was not resubmitted"
+        )
+
+
+class MaxJobsReachedError(NanoBananaError):
+    """Not attempted: the batch had sent its ``max_jobs`` creates before this input's turn.
+
+    Nothing was sent or billed for it. A rerun with the same journal sends it
+    (and counts its create against that run's own cap).
+    """
+
+    def __init__(self, max_jobs: int) -> None:
+        self.max_jobs = max_jobs
+        creates = "create" if max_jobs == 1 else "creates"
+        super().__init__(
+            f"not attempted: this batch already sent its {max_jobs} {creates} (max_jobs); "
+            "nothing was sent for this input, and a rerun with the journal sends it"
         )
 
 

@@ -4,7 +4,8 @@ Every event has ``at`` (``time.monotonic()`` seconds), and, where they apply,
 ``batch`` (which ``generate_many`` call, numbered from 1 per client),
 ``index`` (the input's position in that batch), ``task_id``, ``model`` and
 ``resolution``. A job of a batch ends with exactly one of ``Saved``,
-``Failed`` or ``Uncertain``; each batch opens with ``BatchStarted`` and
+``Failed`` or ``Uncertain``, or is ``Skipped`` before it starts (its batch's
+``max_jobs`` creates were spent); each batch opens with ``BatchStarted`` and
 closes with ``BatchFinished``. ``as_json()`` gives any event as a JSON-ready
 dict, with errors as their type and message.
 """
@@ -29,6 +30,7 @@ __all__ = [
     "RateLimited",
     "Retrying",
     "Saved",
+    "Skipped",
     "StatusChanged",
     "Submitted",
     "Uncertain",
@@ -148,6 +150,16 @@ class Uncertain(Event):
 
 
 @attrs.frozen(kw_only=True)
+class Skipped(Event):
+    """An input left unsent: its batch had already sent its ``max_jobs`` creates.
+
+    Nothing was sent or billed for it; ``error`` (a ``MaxJobsReachedError``) says so.
+    """
+
+    error: NanoBananaError
+
+
+@attrs.frozen(kw_only=True)
 class EventsDropped(Event):
     """A reader of ``client.events()`` fell behind: ``count`` older events were lost."""
 
@@ -163,9 +175,12 @@ class BatchStarted(Event):
 class BatchFinished(Event):
     """A ``generate_many`` call produced its last outcome.
 
-    ``outcomes`` counts them: ``succeeded`` with an image, ``failed`` without.
+    ``outcomes`` counts them: ``succeeded`` with an image, ``skipped`` left
+    unsent by its ``max_jobs`` cap, ``failed`` without an image for any other
+    reason.
     """
 
     outcomes: int
     succeeded: int
     failed: int
+    skipped: int = 0

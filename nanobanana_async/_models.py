@@ -20,7 +20,14 @@ import yarl
 
 from ._errors import InvalidRequestError, MalformedResponseError, NanoBananaError
 from ._text import clean_text
-from ._vocabulary import DEFAULT_MODEL, MAX_IMAGE_URLS, MODELS, RESOLUTIONS, SIZES
+from ._vocabulary import (
+    DEFAULT_MODEL,
+    IGNORES_RESOLUTION,
+    MAX_IMAGE_URLS,
+    MODELS,
+    RESOLUTIONS,
+    SIZES,
+)
 
 if TYPE_CHECKING:
     from os import PathLike
@@ -138,6 +145,20 @@ class ImageRequest:
         if self.image_urls:
             body["image_urls"] = list(self.image_urls)
         return body
+
+    def ignored_settings(self) -> tuple[str, ...]:
+        """Warnings for settings the service documents it ignores here (the request stays valid).
+
+        Today one: a ``resolution`` for the basic ``nano-banana`` model, which
+        always answers at its own size. The request is sent as it is.
+        """
+        if self.resolution is None or self.model not in IGNORES_RESOLUTION:
+            return ()
+        return (
+            f"resolution {self.resolution} is ignored by model {self.model} (the service "
+            "honours it only for the nano-banana-2 and nano-banana-pro families); "
+            "the requests are sent as they are",
+        )
 
 
 def as_request(item: object) -> ImageRequest:

@@ -34,6 +34,7 @@ from ._events import (
     RateLimited,
     Retrying,
     Saved,
+    Skipped,
     StatusChanged,
     Submitted,
     Uncertain,
@@ -264,7 +265,7 @@ class Observer:
         if self.listening:
             self._emit(BatchStarted(at=time.monotonic(), batch=batch))
 
-    def batch_finished(self, batch: int, *, outcomes: int, succeeded: int) -> None:
+    def batch_finished(self, batch: int, *, outcomes: int, succeeded: int, skipped: int) -> None:
         if self.listening:
             self._emit(
                 BatchFinished(
@@ -272,7 +273,8 @@ class Observer:
                     batch=batch,
                     outcomes=outcomes,
                     succeeded=succeeded,
-                    failed=outcomes - succeeded,
+                    failed=outcomes - succeeded - skipped,
+                    skipped=skipped,
                 )
             )
 
@@ -396,6 +398,11 @@ class Observer:
         self.stats.failed += 1
         if self.listening:
             self._emit(Failed(at=time.monotonic(), error=error, resumed=resumed, **job.fields()))
+
+    def skipped(self, job: JobTrace, error: NanoBananaError) -> None:
+        self.stats.skipped += 1
+        if self.listening:
+            self._emit(Skipped(at=time.monotonic(), error=error, **job.fields()))
 
     def uncertain(self, job: JobTrace, error: NanoBananaError, *, resumed: bool = False) -> None:
         self.stats.uncertain += 1

@@ -30,7 +30,13 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ._errors import FATAL_ERRORS, InvalidRequestError, NanoBananaError, UsageError
+from ._errors import (
+    FATAL_ERRORS,
+    InvalidRequestError,
+    MaxJobsReachedError,
+    NanoBananaError,
+    UsageError,
+)
 from ._journal import Journal, request_fingerprint
 from ._limits import ImageHold
 from ._models import ImageRequest, Outcome, as_request
@@ -145,23 +151,37 @@ def _unwrapped(exc: Exception) -> Exception:
 
 
 class SendGate:
-    """Whether a batch may still send creates.
+    """Whether a batch may still send creates, and how many more.
 
     Two things close it: a fatal error (bad key, no balance: every remaining
     input gets it as its outcome) and an exception raised by the input itself
     (inputs pulled but not yet sent are dropped; jobs already created run to
-    their outcome; then the consumer gets the exception).
+    their outcome; then the consumer gets the exception). ``max_creates``
+    caps the inputs it lets create at all (None: no cap); an input refused by
+    the cap is left unsent, and the batch goes on answering the others.
     """
 
-    __slots__ = ("_feed", "fatal")
+    __slots__ = ("_feed", "creates_left", "fatal", "max_creates")
 
-    def __init__(self, feed: _InputFeed) -> None:
+    def __init__(self, feed: _InputFeed, max_creates: int | None = None) -> None:
         self._feed = feed
         self.fatal: NanoBananaError | None = None
+        self.max_creates = max_creates
+        self.creates_left = max_creates
 
     def may_create(self) -> bool:
         """False once nothing new may be sent."""
         return self.fatal is None and self._feed.error is None
+
+    def take_create(self) -> bool:
+        """Count one input's create against the cap; False when the cap is spent."""
+        left = self.creates_left
+        if left is None:
+            return True
+        if left == 0:
+            return False
+        self.creates_left = left - 1
+        return True
 
 
 #: What a batch runs for each input: an outcome, or None for an input dropped unsent.
@@ -183,15 +203,16 @@ class _Batch:
         identify: bool,
         observer: Observer | None,
         batch: int,
+        max_creates: int | None,
     ) -> None:
         self.job = job
         self.observer = observer
         self.batch = batch
-        self.outcomes = self.succeeded = 0
+        self.outcomes = self.succeeded = self.skipped = 0
         self.workers = workers
         self.journal = journal
         self.feed = _InputFeed(inputs, identify=identify)
-        self.gate = SendGate(self.feed)
+        self.gate = SendGate(self.feed, max_creates)
         self.send = send
         self.window = window
         self.failure: BaseException | None = None
@@ -226,7 +247,9 @@ class _Batch:
             self.finished.set()
 
     def _report_finished(self, observer: Observer) -> None:
-        observer.batch_finished(self.batch, outcomes=self.outcomes, succeeded=self.succeeded)
+        observer.batch_finished(
+            self.batch, outcomes=self.outcomes, succeeded=self.succeeded, skipped=self.skipped
+        )
 
     async def _work(self) -> None:
         gate, job = self.gate, self.job
@@ -248,13 +271,16 @@ class _Batch:
             if outcome is None:
                 self.window.release()  # dropped unsent: the input raised meanwhile
                 continue
-            if gate.fatal is None and isinstance(outcome.error, FATAL_ERRORS):
-                gate.fatal = outcome.error
             self.outcomes += 1
-            if outcome.error is None:
+            error = outcome.error
+            if error is None:
                 self.succeeded += 1
+            elif isinstance(error, MaxJobsReachedError):
+                self.skipped += 1
+            elif gate.fatal is None and isinstance(error, FATAL_ERRORS):
+                gate.fatal = error
             self.send.send_nowait(outcome)
-            del outcome
+            del outcome, error
 
 
 class OutcomeStream:
@@ -281,6 +307,7 @@ class OutcomeStream:
         held_images: ImageHold | None = None,
         observer: Observer | None = None,
         batch: int = 0,
+        max_creates: int | None = None,
     ) -> None:
         self._host = host
         self._ordered = ordered
@@ -297,6 +324,7 @@ class OutcomeStream:
             identify=identify,
             observer=observer,
             batch=batch,
+            max_creates=max_creates,
         )
         self._own_group: TaskGroup | None = None
         self._started = False
@@ -351,6 +379,11 @@ class OutcomeStream:
         journal, and until the batch has read its whole input.
         """
         return self._batch.not_requested
+
+    @property
+    def not_attempted(self) -> int:
+        """Inputs left unsent so far because the ``max_jobs`` cap was spent (0 without a cap)."""
+        return self._batch.skipped
 
     async def __anext__(self) -> Outcome:
         self._start(None)

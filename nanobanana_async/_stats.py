@@ -41,7 +41,8 @@ class Stats:
     Counts of jobs and tasks: ``submitted`` (creates the service accepted),
     ``completed`` (tasks seen completed), ``saved`` (images saved or read into
     memory by batch jobs and results), ``failed`` (jobs that ended without an
-    image), ``uncertain`` (creates whose fate is unknown), ``in_flight`` (jobs
+    image), ``uncertain`` (creates whose fate is unknown), ``skipped`` (inputs a
+    batch's ``max_jobs`` cap left unsent), ``in_flight`` (jobs
     of ``generate`` and ``generate_many`` running now; ``queued`` and
     ``processing`` of them are tasks last seen in that state, the rest are
     being created or downloaded). ``polls`` counts status
@@ -57,6 +58,7 @@ class Stats:
     saved: int
     failed: int
     uncertain: int
+    skipped: int
     in_flight: int
     queued: int
     processing: int
@@ -86,6 +88,7 @@ class StatsRecorder:
         self.saved = 0
         self.failed = 0
         self.uncertain = 0
+        self.skipped = 0
         self.in_flight = 0
         self.queued = 0
         self.processing = 0
@@ -132,6 +135,7 @@ class StatsRecorder:
             saved=self.saved,
             failed=self.failed,
             uncertain=self.uncertain,
+            skipped=self.skipped,
             in_flight=self.in_flight,
             queued=self.queued,
             processing=self.processing,

@@ -30,3 +30,5 @@ SIZES: Final[tuple[str, ...]] = (
 )
 MAX_IMAGE_URLS: Final = 6
 DEFAULT_MODEL: Final = "nano-banana-2"
+#: Models the service documents as ignoring ``resolution`` (the 2 and pro families honour it).
+IGNORES_RESOLUTION: Final = frozenset({"nano-banana"})
