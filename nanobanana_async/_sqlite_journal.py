@@ -9,6 +9,7 @@ migrated, so a second writer is refused before it can touch anything.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -272,6 +273,12 @@ class SQLiteJournal(Journal):
 
         def close() -> None:
             try:
+                # Out of WAL mode once the run is over: the -wal and -shm files go, and
+                # read-only readers (the manifest, 'nanobanana journal', a dry run) then
+                # read the file alone, creating nothing beside it. A reader open right
+                # now keeps it in WAL mode; the next run switches back to WAL anyway.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA journal_mode = DELETE")
                 conn.close()
             finally:
                 self._unlock()
