@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ PROMPTS = [f"a lighthouse at dusk, study {number}" for number in range(10)]
 
 
 async def run_batch(
-    sim: Simulator, tmp_path: Path, prompts: list[str], **options: object
+    sim: Simulator, tmp_path: Path, prompts: list[str], **options: Any
 ) -> tuple[list[Outcome], list[Event]]:
     events: list[Event] = []
     async with fast_client(sim, max_concurrency=4) as client:
@@ -114,9 +115,7 @@ async def test_resubmitting_uncertain_inputs_counts_against_the_cap(
     outcomes, _ = await run_batch(sim, tmp_path, PROMPTS[:1])
     assert outcomes[0].error is not None
     billed = sim.counters.creates
-    outcomes, _ = await run_batch(
-        sim, tmp_path, PROMPTS[:3], resubmit_uncertain=True, max_jobs=1
-    )
+    outcomes, _ = await run_batch(sim, tmp_path, PROMPTS[:3], resubmit_uncertain=True, max_jobs=1)
     assert sim.counters.creates == billed + 1
     assert len(capped(outcomes)) == 2
 

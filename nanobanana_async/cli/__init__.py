@@ -1,10 +1,11 @@
 """The ``nanobanana`` command: run a prompt file, generate one image, or serve the simulator.
 
 Needs the ``cli`` extra (``pip install "nanobanana-async[cli]"``) for rich.
-Exit codes: 0 when every image was produced, 1 when some failed, 2 for
-usage or configuration errors (such as a missing or rejected API key, or
-a path that cannot be used: those are found before anything is sent or
-created on disk).
+Exit codes: 0 when every image was produced (and for a ``--dry-run`` of
+valid input), 1 when some failed, 2 for usage or configuration errors
+(such as a missing or rejected API key, or a path that cannot be used:
+those are found before anything is sent or created on disk), 3 when
+``--max-images`` left inputs unsent and nothing failed (a rerun goes on).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from nanobanana_async import MODELS, RESOLUTIONS, SIZES, NanoBananaError
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from ._cost import PriceTable
 
 __all__ = ["main"]
 
@@ -50,7 +53,17 @@ their line: insert, delete, reorder or duplicate lines between runs and
 only the new requests are sent. One run at a time owns DIR and its
 journal; a second is refused (exit 2). 'nanobanana journal DIR' shows
 the state. With --simulate, the simulated tasks are kept in DIR too, so
-a rerun resumes them as it would on the real service.
+a rerun resumes them as it would on the real service. DIR/index.html is
+a contact sheet of the results, rebuilt from the journal.
+
+Paying for images: --dry-run reads the input and the journal and prints
+what a run would send (nothing is sent, nothing written); --max-images N
+sends at most N creates in this run and exits 3 if inputs were left (a
+rerun continues with them); --price turns counts into a spend estimate
+from prices you give (the SDK knows none).
+
+Exit codes: 0 all done (or a dry run of valid input), 1 some inputs
+failed, 2 a usage or configuration error, 3 --max-images left inputs.
 """
 
 
@@ -103,6 +116,27 @@ def _fault_rates(text: str) -> dict[str, float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {text!r}")
+    return value
+
+
+def _prices(text: str) -> PriceTable:
+    from ._cost import PriceTable
+
+    try:
+        if "=" not in text:
+            return PriceTable.load(Path(text))
+        return PriceTable.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def report_error(error: object) -> None:
     """One line on standard error, never a traceback."""
     text = " ".join(str(error).split())
@@ -143,6 +177,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--resubmit-uncertain",
         action="store_true",
         help="on a rerun, send again inputs whose earlier create may have been billed unseen",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what a run would send (per model and resolution, what the journal already "
+        "has, the spend estimate) and stop: nothing is sent, nothing written",
+    )
+    run.add_argument(
+        "--max-images",
+        type=_count,
+        metavar="N",
+        help="send at most N creates in this run (inputs already saved or submitted do not "
+        "count); exit 3 if inputs were left, and run again to continue",
+    )
+    run.add_argument(
+        "--price",
+        type=_prices,
+        action="append",
+        default=[],
+        metavar="MODEL=PRICE,...|FILE.toml",
+        help="your price per image, e.g. nano-banana-pro=0.12,nano-banana-pro:4k=0.24, or a "
+        "TOML file of such keys; the summary and --dry-run then estimate the spend",
     )
     one = commands.add_parser(
         "generate",
@@ -193,12 +249,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _journal(args, Console(soft_wrap=True))
     if getattr(args, "concurrency", 1) < 1:
         parser.error("--concurrency must be at least 1")
+    dry_run = getattr(args, "dry_run", False)
     try:
-        _check_key(args)
-        _prepare(args)
+        if not dry_run:  # a dry run sends nothing, so it needs no key
+            _check_key(args)
+        _prepare(args, create=not dry_run)
     except (_PathError, NanoBananaError) as exc:
         report_error(exc)
         return 2
+    if dry_run:
+        return _dry_run(args, Console(soft_wrap=True))
     return _run_async(args, Console(soft_wrap=True))
 
 
@@ -216,8 +276,8 @@ class _PathError(Exception):
     """A path given on the command line cannot be used; the message says which and why."""
 
 
-def _prepare(args: argparse.Namespace) -> None:
-    """Check every path of a run or generate, then create ``--out``.
+def _prepare(args: argparse.Namespace, *, create: bool = True) -> None:
+    """Check every path of a run or generate, then create ``--out`` (unless not ``create``).
 
     A mistake raises before anything is created or a client starts; the prompt
     file is read once here (``count_prompts``) to prove it is UTF-8 text, and
@@ -232,7 +292,7 @@ def _prepare(args: argparse.Namespace) -> None:
             _check_prompt_file(args.prompts)
             _check_out(out)
             _check_journal(Path(args.journal) if args.journal else out / JOURNAL_NAME)
-            if args.log_json:
+            if args.log_json and create:
                 _check_log_file(Path(args.log_json))
             args.prompt_count = count_prompts(PromptSource(args.prompts))
             if args.prompt_count == 0:
@@ -242,7 +302,8 @@ def _prepare(args: argparse.Namespace) -> None:
                 )
         else:
             _check_out(out)
-        out.mkdir(parents=True, exist_ok=True)
+        if create:
+            out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         raise _PathError(f"cannot use{where}: {exc.strerror or exc}") from None
@@ -317,6 +378,18 @@ def _journal(args: argparse.Namespace, console: Console) -> int:
     try:
         return journal_command(args, console)
     except JournalError as exc:
+        report_error(exc)
+        return 2
+
+
+def _dry_run(args: argparse.Namespace, console: Console) -> int:
+    from nanobanana_async import JournalError
+
+    from ._dry_run import dry_run_command
+
+    try:
+        return dry_run_command(args, console)
+    except (JournalError, _PathError) as exc:
         report_error(exc)
         return 2
 

@@ -18,20 +18,21 @@ import os
 import re
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO, TypeVar, cast
 
 import anyio
 import attrs
 
-from nanobanana_async import ImageRequest, InvalidRequestError, NanoBananaError
+from nanobanana_async import ImageRequest, InvalidRequestError, NanoBananaError, request_fingerprint
 
 __all__ = [
     "BadLine",
     "PromptFileError",
     "PromptSource",
     "count_prompts",
+    "identified",
     "read_in_thread",
     "read_prompts",
 ]
@@ -199,3 +200,23 @@ async def read_in_thread(items: Iterator[T], *, ahead: int = 256) -> AsyncIterat
             if error is not None:
                 raise error
             yield cast(T, item)
+
+
+def identified(
+    lines: Iterable[tuple[int, ImageRequest | BadLine]],
+) -> Iterator[tuple[int, ImageRequest | BadLine, str, int]]:
+    """Each line with what the journal knows its input by: fingerprint and occurrence.
+
+    Counted in input order, as a batch counts them, so the manifest and the
+    dry run look each input up exactly as the run does. A ``BadLine`` gets
+    ``("", 0)``.
+    """
+    occurrences: dict[str, int] = {}
+    for line, item in lines:
+        if isinstance(item, BadLine):
+            yield line, item, "", 0
+            continue
+        fingerprint = request_fingerprint(item)
+        occurrence = occurrences.get(fingerprint, 0)
+        occurrences[fingerprint] = occurrence + 1
+        yield line, item, fingerprint, occurrence

@@ -17,9 +17,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from nanobanana_async import JournalEntry, JournalReader, JournalState, request_fingerprint
+from nanobanana_async import JournalEntry, JournalReader, JournalState
 
-from ._inputs import BadLine, PromptSource, read_prompts
+from ._inputs import BadLine, PromptSource, identified, read_prompts
 
 __all__ = ["NOT_ATTEMPTED", "manifest_rows", "write_manifest"]
 
@@ -73,17 +73,13 @@ def manifest_rows(
                 row = _row(None, entry.index, entry.request)
                 yield _from_entry(row, entry, live=live)
             return
-        occurrences: dict[str, int] = {}
         index = 0
-        for line, item in read_prompts(source):
+        for line, item, fingerprint, occurrence in identified(read_prompts(source)):
             if isinstance(item, BadLine):
                 row = _row(line, None, _what_it_asked(item.text))
                 row.update(status="invalid", error=item.reason, error_type="InvalidRequestError")
                 yield row
                 continue
-            fingerprint = request_fingerprint(item)
-            occurrence = occurrences.get(fingerprint, 0)
-            occurrences[fingerprint] = occurrence + 1
             row = _row(line, index, item.to_payload())
             found = reader.get(fingerprint, occurrence)
             if found is not None:

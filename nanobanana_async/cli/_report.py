@@ -27,9 +27,14 @@ from nanobanana_async import (
     RateLimited,
     Retrying,
     Saved,
+    Skipped,
     Stats,
+    SubmissionUncertainError,
+    Submitted,
     Uncertain,
 )
+
+from ._cost import Kind, PriceTable, money
 
 __all__ = ["RunReport"]
 
@@ -46,14 +51,27 @@ def _clock(seconds: float) -> str:
 class RunReport:
     """Hears a run's events and tells a person how it is going."""
 
-    def __init__(self, console: Console, *, total: int | None, concurrency: int) -> None:
+    def __init__(
+        self,
+        console: Console,
+        *,
+        total: int | None,
+        concurrency: int,
+        max_images: int | None = None,
+        prices: PriceTable | None = None,
+    ) -> None:
         self.console = console
         self.total = total
         self.concurrency = concurrency
+        self.max_images = max_images
+        self.prices = prices or PriceTable()
         self.started = time.monotonic()
         self.done = 0  # images saved, this run or an earlier one
         self.done_now = 0  # of them, made by this run
         self.failed = 0
+        self.not_attempted = 0  # left unsent by --max-images
+        self.creates: Counter[Kind] = Counter()  # tasks this run created (billed)
+        self.maybe_billed: Counter[Kind] = Counter()  # creates of this run whose answer was lost
         self.settled_before = 0  # inputs the journal answered from an earlier run
         self.reasons: Counter[str] = Counter()
         self.examples: dict[str, str] = {}
@@ -102,6 +120,14 @@ class RunReport:
             self._failure(event.error)
             if event.resumed:
                 self.settled_before += 1
+            elif isinstance(event, Uncertain) and event.model is not None:
+                self.maybe_billed[event.model, event.resolution] += 1
+        elif isinstance(event, Submitted):
+            if event.model is not None:
+                self.creates[event.model, event.resolution] += 1
+            return
+        elif isinstance(event, Skipped):
+            self.not_attempted += 1
         elif isinstance(event, Retrying):
             self.last_retry = f"{event.operation}: {event.cause}"
         elif isinstance(event, RateLimited):
@@ -134,8 +160,13 @@ class RunReport:
 
     @property
     def finished(self) -> int:
-        """Inputs with an outcome (images, failures and skipped lines)."""
-        return self.done + self.failed
+        """Inputs with an outcome (images, failures, skipped lines and inputs left unsent)."""
+        return self.done + self.failed + self.not_attempted
+
+    @property
+    def uncertain(self) -> int:
+        """Inputs whose create may have been billed without an answer (now or earlier)."""
+        return self.reasons[SubmissionUncertainError.__name__]
 
     @property
     def elapsed(self) -> float:
@@ -156,6 +187,8 @@ class RunReport:
     def detail(self) -> str:
         """The live line: outcomes, what is in flight, pace, retries and 429s, time."""
         parts = [f"[green]{self.done} ok[/]", f"[red]{self.failed} failed[/]"]
+        if self.not_attempted:
+            parts.append(f"{self.not_attempted} not attempted (--max-images)")
         stats = self._recent_stats()
         if stats is not None:
             parts.append(f"queued {stats.queued} processing {stats.processing}")
@@ -201,12 +234,29 @@ class RunReport:
     def summary(self, out_dir: Path) -> Table:
         """The end-of-run table: successes, failures by reason, retries, time and rate."""
         table = Table(title="nanobanana run", show_header=False, title_justify="left")
-        table.add_column("what")
+        table.add_column("what", no_wrap=True)
         table.add_column("value", justify="right")
         table.add_row("succeeded", str(self.done))
         table.add_row("failed", str(self.failed))
         for reason, count in self.reasons.most_common():
             table.add_row(f"  {reason}", str(count))
+        if self.not_attempted:
+            table.add_row(
+                f"not attempted (--max-images {self.max_images})", str(self.not_attempted)
+            )
+        table.add_row("new tasks (billed)", str(sum(self.creates.values())))
+        if self.prices:
+            spend = self.prices.spend(self.creates)
+            table.add_row("spend estimate (--price)", money(spend.total))
+            if spend.unpriced:
+                unpriced = sum(spend.unpriced.values())
+                table.add_row("  creates not priced", f"{unpriced} ({spend.unpriced_kinds()})")
+            if self.maybe_billed:
+                unseen = self.prices.spend(self.maybe_billed)
+                table.add_row(
+                    "  maybe billed, answer lost",
+                    f"{sum(self.maybe_billed.values())} (up to {money(unseen.total)} more)",
+                )
         if self.resumed:
             table.add_row("from the journal", str(sum(self.resumed.values())))
             for state, count in self.resumed.most_common():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,11 +27,13 @@ from nanobanana_async import (
 )
 
 from . import report_error
+from ._cost import PriceTable
 from ._inputs import BadLine, PromptSource, read_in_thread, read_prompts
 from ._manifest import write_manifest
 from ._report import RunReport
 
 __all__ = [
+    "EXIT_CAPPED",
     "EXIT_FAILURES",
     "EXIT_OK",
     "EXIT_USAGE",
@@ -42,6 +45,8 @@ __all__ = [
 EXIT_OK = 0
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
+#: Nothing failed, but --max-images left inputs unsent: a rerun goes on with them.
+EXIT_CAPPED = 3
 MANIFEST = "manifest.jsonl"
 #: Seconds between manifest refreshes while a run goes on (more for a huge input).
 MANIFEST_EVERY = 5.0
@@ -97,7 +102,16 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
     )
     out = Path(args.out)
     journal_path = Path(args.journal) if args.journal else out / JOURNAL_NAME
-    report = RunReport(console, total=args.prompt_count, concurrency=args.concurrency)
+    prices = PriceTable()
+    for table in args.price:
+        prices = prices.merged(table)
+    report = RunReport(
+        console,
+        total=args.prompt_count,
+        concurrency=args.concurrency,
+        max_images=args.max_images,
+        prices=prices,
+    )
 
     async def requests() -> AsyncIterator[ImageRequest]:
         lines = read_prompts(source)
@@ -111,7 +125,11 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
 
     manifest = _Manifest(out, source, journal_path)
     not_requested: int | None = None
-    async with SQLiteJournal(journal_path, folder=out) as journal, _event_log(args) as log:
+    async with (
+        SQLiteJournal(journal_path, folder=out) as journal,
+        _event_log(args) as log,
+        _warnings_shown(console),
+    ):
         await manifest.write()
         try:
             async with open_client(args, console) as client:
@@ -125,6 +143,7 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
                         ordered=args.ordered,
                         journal=journal,
                         resubmit_uncertain=args.resubmit_uncertain,
+                        max_jobs=args.max_images,
                     )
                     async with batch:
                         async for outcome in batch:
@@ -149,8 +168,44 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
             f"their images stay in {out}",
             highlight=False,
         )
+    if report.uncertain:
+        console.print(
+            f"{report.uncertain} inputs may have been billed without an answer; "
+            f"'nanobanana journal {out}' lists them. They are not sent again unless you rerun "
+            "with --resubmit-uncertain (which may pay for them twice)",
+            highlight=False,
+        )
+    if report.not_attempted:
+        console.print(
+            f"{report.not_attempted} inputs not attempted: --max-images {args.max_images} "
+            "creates were sent; run the same command again to continue",
+            highlight=False,
+        )
     console.print(f"manifest: {out / MANIFEST}  journal: {journal_path}", highlight=False)
     return _exit_code(report, console)
+
+
+@asynccontextmanager
+async def _warnings_shown(console: Console) -> AsyncIterator[None]:
+    """The SDK's warnings (settings the service ignores) on the console while a run goes on."""
+    handler = _ConsoleWarnings(console)
+    logger = logging.getLogger("nanobanana_async")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+class _ConsoleWarnings(logging.Handler):
+    """Prints WARNING records and worse as one yellow line each."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.WARNING)
+        self._console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._console.print(f"[yellow]warning:[/] {record.getMessage()}", highlight=False)
 
 
 @asynccontextmanager
@@ -202,7 +257,7 @@ class _Manifest:
 
 def _exit_code(report: RunReport, console: Console) -> int:
     if report.failed == 0:
-        return EXIT_OK
+        return EXIT_CAPPED if report.not_attempted else EXIT_OK
     fatal = {name.__name__ for name in FATAL_ERRORS}
     if report.done == 0 and report.reasons and set(report.reasons) <= fatal:
         report_error(report.first_error)
