@@ -3,7 +3,9 @@
 It serves the simulated API and file host on 127.0.0.1 with every job taking a
 uniform draw from ``--job-seconds LOW HIGH`` (``LatencyProfile.uniform``),
 images of ``--image-size`` pixels on the long side (266 px square PNGs are
-about 200 KiB), and no per-request log (``record_requests=False``). Once
+about 200 KiB; plain pictures cached whole, ``caption_images=False``, so
+serving an image costs a lookup as it always did and results stay
+comparable), and no per-request log (``record_requests=False``). Once
 listening it writes ``{base_url, file_host_url, api_key}`` to ``--ready-file``.
 It stops on SIGTERM or SIGINT, and by itself after ``--max-seconds`` whatever
 happens, so a benchmark can never leave it behind.
@@ -51,6 +53,7 @@ async def _serve(args: argparse.Namespace) -> None:
         seed=args.seed,
         image_long_side=args.image_size,
         record_requests=False,
+        caption_images=False,
     )
     async with simulator as sim:
         info = {

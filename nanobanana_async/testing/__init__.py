@@ -4,8 +4,9 @@
 API (``sim.base_url``) and a separate file host (``sim.file_host_url``). It
 implements the service's contract (bearer auth, validation, queued -> processing ->
 completed/failed on a seeded :class:`LatencyProfile`, real PNG bytes of the
-requested aspect ratio, URL expiry), injects scheduled faults and counts what
-it served, so tests can assert on the server's side of the story::
+requested aspect ratio showing the first words of their prompt, URL expiry),
+injects scheduled faults and counts what it served, so tests can assert on the
+server's side of the story::
 
     from nanobanana_async.testing import Simulator, LatencyProfile, Respond
 

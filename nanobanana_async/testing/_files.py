@@ -68,7 +68,7 @@ class FileHost:
             state.end_flight(task)
             response, _ = await delivery.send(request, _EXPIRED, mangler)
             return response
-        image = Reply(200, self._images.for_task(task.id, task.size), "image/png")
+        image = Reply(200, self._images.for_task(task.id, task.size, task.prompt), "image/png")
         response, delivered = await delivery.send(request, image, mangler, confirm=True)
         if delivered:
             counters.downloads_completed += 1

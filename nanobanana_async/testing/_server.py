@@ -59,6 +59,12 @@ class Simulator:
     (``faults.push``) and counts everything in ``counters``. Use it as an async
     context manager, or call ``start()`` and ``aclose()``.
 
+    Each image shows the first words of its task's prompt on a band at the
+    bottom, and its colours come from the prompt, so saved images say which
+    prompt they answer. ``caption_images=False`` serves one of 8 plain
+    pictures per size instead, cached whole: the cheapest to serve (the
+    benchmarks use it).
+
     With ``state_path``, its tasks outlive the process: each task is appended
     to that JSON-lines file before its create is answered, and a simulator
     started later on the same file knows those tasks again (their status
@@ -81,6 +87,7 @@ class Simulator:
         file_port: int = 0,
         keepalive_timeout: float = 75.0,
         record_requests: bool = True,
+        caption_images: bool = True,
         state_path: str | os.PathLike[str] | None = None,
     ) -> None:
         if not api_key or any(ch.isspace() for ch in api_key):
@@ -101,7 +108,7 @@ class Simulator:
         )
         self._state.counters._attach_connections(self._open_connections)
         self._faults = FaultQueues()
-        self._images = ImageCache(image_long_side)
+        self._images = ImageCache(image_long_side, captions=caption_images)
         self._servers: list[web.Server] = []
         self._runners: list[web.BaseRunner] = []
         self._closing: asyncio.Event | None = None

@@ -93,6 +93,12 @@ class SimTask:
         return self.completes_at if time.monotonic() >= self.completes_at else None
 
     @property
+    def prompt(self) -> str | None:
+        """The prompt it was created with (None if the request has none, as a hand-made record)."""
+        prompt = self.request.get("prompt")
+        return prompt if isinstance(prompt, str) else None
+
+    @property
     def has_image(self) -> bool:
         """Whether it ends with an image URL (even one that is already expired)."""
         return self.outcome in ("completed", "expired")
