@@ -154,7 +154,7 @@ def test_run_simulate_writes_one_png_per_prompt_and_a_full_manifest(tmp_path: Pa
     for png in pngs:
         assert_png(png)
     written = sorted(p.name for p in out.iterdir() if not p.name.startswith(JOURNAL_PREFIX))
-    assert written == sorted([*(p.name for p in pngs), "manifest.jsonl"])
+    assert written == sorted([*(p.name for p in pngs), "index.html", "manifest.jsonl"])
 
     rows = read_manifest(out)
     assert len(rows) == 22

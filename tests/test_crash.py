@@ -586,7 +586,9 @@ def check_folder(batch: Batch, *, saved: set[int], kill: Kill | None = None) -> 
     others = {
         name
         for name in os.listdir(batch.out)
-        if not IMAGE_NAME.match(name) and name not in JOURNAL_FILES and name != "manifest.jsonl"
+        if not IMAGE_NAME.match(name)
+        and name not in JOURNAL_FILES
+        and name not in ("manifest.jsonl", "index.html")
     }
     assert not others, sorted(others)
 

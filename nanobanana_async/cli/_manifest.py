@@ -7,7 +7,8 @@ for (its request's fingerprint and occurrence), as the run itself does.
 Status names are the journal's states, plus ``not_attempted`` for an input
 the run stopped before sending (Ctrl-C, ``--max-images``): a rerun sends it.
 ``nanobanana run`` writes it when it starts, every few seconds while it runs
-and when it stops, however it stops.
+and when it stops, however it stops; ``DIR/index.html``, the contact sheet
+(see ``_contact_sheet``), is written from the same rows each time.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from nanobanana_async import JournalEntry, JournalReader, JournalState
 
+from ._contact_sheet import ContactSheet
 from ._inputs import BadLine, PromptSource, identified, read_prompts
 
 __all__ = ["NOT_ATTEMPTED", "manifest_rows", "write_manifest"]
@@ -108,11 +110,17 @@ def _what_it_asked(text: str) -> dict[str, Any]:
 def write_manifest(
     out_dir: Path, source: PromptSource, journal: Path, *, live: bool = False
 ) -> Path:
-    """Rewrite ``out_dir/manifest.jsonl`` atomically; return its path."""
+    """Rewrite ``out_dir/manifest.jsonl`` and ``out_dir/index.html`` atomically.
+
+    Both come from one pass over the rows, which are streamed, not held.
+    Returns the manifest's path.
+    """
     path = out_dir / "manifest.jsonl"
     temp = path.with_name(path.name + ".part")
-    with temp.open("w", encoding="utf-8") as handle:
+    with temp.open("w", encoding="utf-8") as handle, ContactSheet(out_dir) as sheet:
         for row in manifest_rows(source, journal, live=live):
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            sheet.add(row)
+        sheet.write()
     temp.replace(path)
     return path
