@@ -398,11 +398,18 @@ def png_count(out: Path) -> int:
         return 0
 
 
+#: The run's own rewrites (manifest, contact sheet) go through a temp file too; a kill
+#: can catch one, and the next rewrite replaces it. These tests are about image temps.
+_REPORT_TEMPS = ("manifest.jsonl.", "index.html.")
+
+
 def temp_files(out: Path) -> set[str]:
+    """The image temp files in ``out`` (not the manifest's or contact sheet's)."""
     try:
-        return {name for name in os.listdir(out) if name.endswith(".part")}
+        names = os.listdir(out)
     except FileNotFoundError:
         return set()
+    return {name for name in names if name.endswith(".part") and not name.startswith(_REPORT_TEMPS)}
 
 
 # --------------------------------------------------------------------------- killing

@@ -27,6 +27,7 @@ from nanobanana_async import (
 )
 
 from . import report_error
+from ._contact_sheet import CONTACT_SHEET
 from ._cost import PriceTable
 from ._inputs import BadLine, PromptSource, read_in_thread, read_prompts
 from ._manifest import write_manifest
@@ -181,7 +182,11 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
             "creates were sent; run the same command again to continue",
             highlight=False,
         )
-    console.print(f"manifest: {out / MANIFEST}  journal: {journal_path}", highlight=False)
+    console.print(
+        f"contact sheet: {out / CONTACT_SHEET}  manifest: {out / MANIFEST}  "
+        f"journal: {journal_path}",
+        highlight=False,
+    )
     return _exit_code(report, console)
 
 
