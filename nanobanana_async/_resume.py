@@ -142,8 +142,11 @@ class EntryRecorder:
         """Say why this run stopped there; the state stays, so a rerun continues from it.
 
         A task the service no longer knows (a persistent 404) is final: a rerun
-        would only meet the same 404, so the row says failed.
+        would only meet the same 404, so the row says failed. A failed task's row
+        already holds the service's own reason (``finished``), kept as it is.
         """
+        if isinstance(error, TaskFailedError):
+            return
         changes: dict[str, object] = {"error_type": type(error).__name__, "error": str(error)}
         if isinstance(error, TaskNotFoundError):
             changes["state"] = JournalState.FAILED

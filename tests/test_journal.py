@@ -137,11 +137,12 @@ async def test_a_failed_task_is_reported_from_the_journal_without_paying_again(
     client: NanoBanana, sim: Simulator, tmp_path: Path
 ) -> None:
     """The service's refusal is final: the rerun reports TaskFailedError with no request."""
-    await _run(client, tmp_path, ["a fox [fail]"])
+    first = await _run(client, tmp_path, ["a fox [fail]"])
     before = len(sim.requests)
     again = await _run(client, tmp_path, ["a fox [fail]"])
     assert isinstance(again[0].error, TaskFailedError)
-    assert "Content policy" in str(again[0].error)
+    assert str(again[0].error) == str(first[0].error)  # the reason once, not nested
+    assert str(again[0].error).count("Content policy") == 1
     assert len(sim.requests) == before
 
 
