@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from nanobanana_async import (
     Event,
@@ -37,6 +38,17 @@ from nanobanana_async import (
 from ._cost import Kind, PriceTable, money
 
 __all__ = ["RunReport"]
+
+
+class _BarAndActivity(Progress):
+    """A progress bar with a line of activity under it, so neither squeezes the other."""
+
+    activity: Text = Text()
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        yield self.activity
+
 
 _PLAIN_EVERY = 5.0
 #: Seconds a stats snapshot is reused for the live line (events redraw it as they come).
@@ -82,12 +94,12 @@ class RunReport:
         self._last_plain = self.started
         self._snapshot: Stats | None = None
         self._snapshot_at = 0.0
-        self._progress: Progress | None = None
+        self._progress: _BarAndActivity | None = None
         self._bar: TaskID | None = None
 
     def __enter__(self) -> RunReport:
         if self.console.is_terminal:
-            self._progress = Progress(
+            self._progress = _BarAndActivity(
                 TextColumn("[bold]images"),
                 BarColumn(),
                 MofNCompleteColumn(),
@@ -100,6 +112,7 @@ class RunReport:
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
+            self._snapshot_at = 0.0  # the last frame shows the stats as they end
             self._redraw()
             self._progress.stop()
 
@@ -184,23 +197,29 @@ class RunReport:
         left = max(self.total - self.finished, 0)
         return _clock(left / self.rate())
 
-    def detail(self) -> str:
-        """The live line: outcomes, what is in flight, pace, retries and 429s, time."""
+    def headline(self) -> str:
+        """Beside the bar: how inputs ended, and time so far and left."""
         parts = [f"[green]{self.done} ok[/]", f"[red]{self.failed} failed[/]"]
-        if self.not_attempted:
-            parts.append(f"{self.not_attempted} not attempted (--max-images)")
+        parts.append(f"elapsed {_clock(self.elapsed)}")
+        parts.append(f"eta {self.eta()}")
+        return " | ".join(parts)
+
+    def activity(self) -> str:
+        """Under the bar: what is in flight, the pace, retries and 429s, inputs left unsent."""
+        parts = []
         stats = self._recent_stats()
         if stats is not None:
-            parts.append(f"queued {stats.queued} processing {stats.processing}")
-        parts.append(f"{self.rate():.1f}/s")
+            parts.append(f"queued {stats.queued} | processing {stats.processing}")
+        parts.append(f"{self.rate():.1f} images/s")
         if stats is not None and (stats.retries or stats.rate_limited):
             retry = f"retries {stats.retries}"
             if stats.rate_limited:
-                retry += f" 429s {stats.rate_limited} (paused {stats.paused_seconds:.1f} s)"
+                retry += f" | 429s {stats.rate_limited} (paused {stats.paused_seconds:.1f} s)"
             if self.last_retry:
-                retry += f" last {self.last_retry}"
+                retry += f" | last {self.last_retry}"
             parts.append(f"[yellow]{retry}[/]")
-        parts.append(f"elapsed {_clock(self.elapsed)} eta {self.eta()}")
+        if self.not_attempted:
+            parts.append(f"{self.not_attempted} not attempted (--max-images {self.max_images})")
         return " | ".join(parts)
 
     def _recent_stats(self) -> Stats | None:
@@ -212,13 +231,15 @@ class RunReport:
 
     def _redraw(self) -> None:
         if self._progress is not None and self._bar is not None:
-            self._progress.update(self._bar, completed=self.finished, detail=self.detail())
+            self._progress.activity = Text.from_markup(self.activity())
+            self._progress.update(self._bar, completed=self.finished, detail=self.headline())
             return
         now = time.monotonic()
         if now - self._last_plain >= _PLAIN_EVERY:
             self._last_plain = now
             of = f"/{self.total}" if self.total is not None else ""
-            line = self.detail().replace("[green]", "").replace("[red]", "")
+            line = f"{self.headline()} | {self.activity()}"
+            line = line.replace("[green]", "").replace("[red]", "")
             line = line.replace("[yellow]", "").replace("[/]", "")
             self.console.print(f"progress: {self.finished}{of} | {line}", highlight=False)
 

@@ -268,7 +268,7 @@ def _exit_code(report: RunReport, console: Console) -> int:
         report_error(report.first_error)
         return EXIT_USAGE
     console.print(
-        f"{report.failed} of {report.failed + report.done} inputs failed; "
+        f"{report.failed} of {report.finished} inputs failed; "
         f"see {MANIFEST} for each reason",
         highlight=False,
     )
