@@ -188,6 +188,8 @@ def test_a_bad_price_is_a_usage_error_that_says_what_is_allowed(
     result = nanobanana(sim, "run", str(prompts), "--out", str(out), "--price", price)
     assert result.returncode == 2
     assert says in result.stderr
+    assert result.stderr.count("\n") == 1, "a mistake is one line, not the usage of every option"
+    assert "(see 'nanobanana run --help')" in result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists()
     assert sim.settled_counters()["create_requests"] == 0

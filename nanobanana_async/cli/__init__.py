@@ -17,7 +17,7 @@ import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from nanobanana_async import MODELS, RESOLUTIONS, SIZES, NanoBananaError
 
@@ -143,13 +143,21 @@ def report_error(error: object) -> None:
     print(f"nanobanana: error: {text}", file=sys.stderr)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a mistake said in one line and a pointer to --help.
+
+    (The full usage of ``run`` is ten lines of options, which buried the message.)
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``nanobanana`` command."""
     from nanobanana_async import __version__
 
-    parser = argparse.ArgumentParser(
-        prog="nanobanana", description="Generate images with the Nano Banana service."
-    )
+    parser = _Parser(prog="nanobanana", description="Generate images with the Nano Banana service.")
     parser.add_argument(
         "--version", action="version", version=f"nanobanana {__version__} (nanobanana-async)"
     )
