@@ -268,8 +268,7 @@ def _exit_code(report: RunReport, console: Console) -> int:
         report_error(report.first_error)
         return EXIT_USAGE
     console.print(
-        f"{report.failed} of {report.finished} inputs failed; "
-        f"see {MANIFEST} for each reason",
+        f"{report.failed} of {report.finished} inputs failed; see {MANIFEST} for each reason",
         highlight=False,
     )
     return EXIT_FAILURES
