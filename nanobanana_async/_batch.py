@@ -80,8 +80,11 @@ class BatchJob:
             if plan.outcome is not None:
                 _report_settled(observer, job, plan.outcome)
                 return plan.outcome
+            if plan.elsewhere:  # another worker sharing the journal has it
+                return None
         if plan.task is None and not gate.take_create():
             assert gate.max_creates is not None
+            await plan.recorder.let_go()
             capped = MaxJobsReachedError(gate.max_creates)
             observer.skipped(job, capped)
             return Outcome(request=request, index=index, error=capped)
@@ -101,6 +104,7 @@ class BatchJob:
         )
         if outcome is None:  # withheld before its create was sent
             if gate.fatal is None:
+                await plan.recorder.let_go()
                 return None
             await plan.recorder.not_billed(gate.fatal)
             observer.failed(job, gate.fatal)

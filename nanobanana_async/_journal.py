@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import enum
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -28,11 +30,14 @@ from ._errors import JournalLockedError
 from ._models import ImageRequest
 
 __all__ = [
+    "ROW_COLUMNS",
     "URL_LIFETIME",
     "Journal",
     "JournalEntry",
     "JournalState",
+    "entry_from_row",
     "request_fingerprint",
+    "row_of",
 ]
 
 #: Image URLs expire about 24 h after the task completes (the service's documented lifetime).
@@ -102,6 +107,57 @@ class JournalEntry:
         return attrs.evolve(self, updated_at=time.time(), **changes)
 
 
+#: A row's columns, in the order ``row_of`` gives and ``entry_from_row`` takes them.
+ROW_COLUMNS: Final = (
+    "request_hash",
+    "occurrence",
+    "idx",
+    "request",
+    "state",
+    "client_key",
+    "task_id",
+    "image_url",
+    "expires_at",
+    "path",
+    "sha256",
+    "error_type",
+    "error",
+    "updated_at",
+)
+
+
+def row_of(entry: JournalEntry) -> tuple[object, ...]:
+    """``entry`` as a database row (the request as canonical JSON text)."""
+    return (
+        entry.request_hash,
+        entry.occurrence,
+        entry.index,
+        json.dumps(entry.request, sort_keys=True),
+        entry.state.value,
+        entry.client_key,
+        entry.task_id,
+        entry.image_url,
+        entry.expires_at,
+        entry.path,
+        entry.sha256,
+        entry.error_type,
+        entry.error,
+        entry.updated_at,
+    )
+
+
+def entry_from_row(row: Sequence[Any]) -> JournalEntry:
+    """The entry a database row (in ``ROW_COLUMNS`` order) holds."""
+    values = dict(zip(ROW_COLUMNS, row, strict=True))
+    return JournalEntry(
+        index=values.pop("idx"),
+        request_hash=values.pop("request_hash"),
+        request=json.loads(values.pop("request")),
+        state=JournalState(values.pop("state")),
+        **values,
+    )
+
+
 class Journal(abc.ABC):
     """The store a batch journals into. Use it as ``async with journal:``.
 
@@ -161,6 +217,24 @@ class Journal(abc.ABC):
     @abc.abstractmethod
     async def put(self, entry: JournalEntry) -> None:
         """Insert or replace the row with ``entry.key``; returns once it is durable."""
+
+    async def claim(self, fresh: JournalEntry) -> JournalEntry | None:
+        """Take an input for this run: the row to work from, or None if another worker has it.
+
+        ``fresh`` is the input as a new, pending row; it comes back as it is when
+        the store knows nothing of the input. A store shared by several workers
+        (PostgreSQL) leases the row to this one; a single-writer store just
+        looks it up.
+        """
+        found = await self.get(fresh.request_hash, fresh.occurrence)
+        return fresh if found is None else found
+
+    def keeping_leases(self) -> AbstractAsyncContextManager[None]:
+        """Held around a batch's work; a shared store renews the leases the batch holds."""
+        return contextlib.nullcontext()
+
+    async def let_go(self, request_hash: str, occurrence: int) -> None:  # noqa: B027 (no-op)
+        """This run will not work on the input after all (a shared store frees its lease)."""
 
     @abc.abstractmethod
     async def entries(self) -> list[JournalEntry]:

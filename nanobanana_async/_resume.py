@@ -55,6 +55,9 @@ class JobRecorder(Protocol):
     async def errored(self, error: NanoBananaError) -> None:
         """A job that has a task failed after its create (its state stays as it was)."""
 
+    async def let_go(self) -> None:
+        """Nothing more will be done for this input in this run (it was not sent)."""
+
 
 class _NoRecord:
     """A recorder that keeps nothing: jobs without a journal."""
@@ -80,6 +83,9 @@ class _NoRecord:
     async def errored(self, error: NanoBananaError) -> None:
         return None
 
+    async def let_go(self) -> None:
+        return None
+
 
 NO_RECORD: Final[JobRecorder] = _NoRecord()
 
@@ -92,6 +98,8 @@ class Resume:
     task: Task | None = None
     recorder: JobRecorder = NO_RECORD
     resumed_from: str | None = None
+    #: Another worker sharing the journal has this input: this run leaves it alone.
+    elsewhere: bool = False
 
 
 class EntryRecorder:
@@ -152,6 +160,10 @@ class EntryRecorder:
             changes["state"] = JournalState.FAILED
         await self._put(**changes)
 
+    async def let_go(self) -> None:
+        """Unsent after all (a cap, a fatal stop): a shared journal frees the input's lease."""
+        await self._journal.let_go(self._entry.request_hash, self._entry.occurrence)
+
     async def saved(self, task: Task, saved: SavedImage) -> None:
         """On disk, with the file's hash."""
         await self._put(
@@ -162,6 +174,9 @@ class EntryRecorder:
             error_type=None,
             error=None,
         )
+
+
+_ELSEWHERE: Final = Resume(elsewhere=True)
 
 
 class BatchJournal:
@@ -175,15 +190,17 @@ class BatchJournal:
         self, index: int, request: ImageRequest, fingerprint: str, occurrence: int
     ) -> Resume:
         """Look up this input (by what it asks for) and say what to do with it."""
-        entry = await self.journal.get(fingerprint, occurrence)
-        if entry is None or entry.state is JournalState.PENDING:
-            fresh = JournalEntry(
-                index=index,
-                request_hash=fingerprint,
-                occurrence=occurrence,
-                request=request.to_payload(),
-                state=JournalState.PENDING,
-            )
+        fresh = JournalEntry(
+            index=index,
+            request_hash=fingerprint,
+            occurrence=occurrence,
+            request=request.to_payload(),
+            state=JournalState.PENDING,
+        )
+        entry = await self.journal.claim(fresh)
+        if entry is None:
+            return _ELSEWHERE
+        if entry.state is JournalState.PENDING:
             return Resume(recorder=EntryRecorder(self.journal, fresh))
         if entry.index != index:
             entry = attrs.evolve(entry, index=index)  # its next write records where it is now

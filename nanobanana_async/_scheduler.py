@@ -234,6 +234,7 @@ class _Batch:
                         await stack.enter_async_context(journal)
                         journal.claim_for_batch()
                         stack.callback(journal.release_from_batch)
+                        await stack.enter_async_context(journal.keeping_leases())
                     async with anyio.create_task_group() as workers:
                         for _ in range(self.workers):
                             workers.start_soon(self._work)

@@ -10,17 +10,16 @@ migrated, so a second writer is refused before it can touch anything.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import anyio
 
 from ._errors import JournalError
-from ._journal import Journal, JournalEntry, JournalState
+from ._journal import Journal, JournalEntry, JournalState, entry_from_row, row_of
 from ._lock import FOLDER_LOCK_NAME, RunLock
 
 __all__ = ["SCHEMA_VERSION", "JournalReader", "SQLiteJournal", "read_journal"]
@@ -67,23 +66,7 @@ ALTER TABLE inputs_v2 RENAME TO inputs;
 CREATE INDEX inputs_by_position ON inputs (idx);
 PRAGMA user_version = {SCHEMA_VERSION};
 """  # noqa: S608
-_COLUMNS: Final = (
-    "request_hash",
-    "occurrence",
-    "idx",
-    "request",
-    "state",
-    "client_key",
-    "task_id",
-    "image_url",
-    "expires_at",
-    "path",
-    "sha256",
-    "error_type",
-    "error",
-    "updated_at",
-)
-# Spelled out (not built from _COLUMNS) so every statement is a literal.
+# Spelled out (not built from ROW_COLUMNS) so every statement is a literal.
 _UPSERT: Final = (
     "INSERT OR REPLACE INTO inputs (request_hash, occurrence, idx, request, state, client_key, "
     "task_id, image_url, expires_at, path, sha256, error_type, error, updated_at) "
@@ -105,36 +88,6 @@ _SELECT: Final = (
     "SELECT request_hash, occurrence, idx, request, state, client_key, task_id, image_url, "
     "expires_at, path, sha256, error_type, error, updated_at FROM inputs"
 )
-
-
-def _row(entry: JournalEntry) -> tuple[object, ...]:
-    return (
-        entry.request_hash,
-        entry.occurrence,
-        entry.index,
-        json.dumps(entry.request, sort_keys=True),
-        entry.state.value,
-        entry.client_key,
-        entry.task_id,
-        entry.image_url,
-        entry.expires_at,
-        entry.path,
-        entry.sha256,
-        entry.error_type,
-        entry.error,
-        entry.updated_at,
-    )
-
-
-def _entry(row: Sequence[Any]) -> JournalEntry:
-    values = dict(zip(_COLUMNS, row, strict=True))
-    return JournalEntry(
-        index=values.pop("idx"),
-        request_hash=values.pop("request_hash"),
-        request=json.loads(values.pop("request")),
-        state=JournalState(values.pop("state")),
-        **values,
-    )
 
 
 class _Op:
@@ -335,14 +288,14 @@ class SQLiteJournal(Journal):
         def work(conn: sqlite3.Connection) -> JournalEntry | None:
             query = f"{_SELECT} WHERE request_hash = ? AND occurrence = ?"
             row = conn.execute(query, (request_hash, occurrence)).fetchone()
-            return None if row is None else _entry(row)
+            return None if row is None else entry_from_row(row)
 
         result: JournalEntry | None = await self._run(work)
         return result
 
     async def put(self, entry: JournalEntry) -> None:
         """Insert or replace ``entry``'s row; returns once committed."""
-        values = _row(entry)
+        values = row_of(entry)
         self._empty = False  # from now on, look-ups must ask the file
         await self._run(lambda conn: conn.execute(_UPSERT, values))
 
@@ -351,7 +304,7 @@ class SQLiteJournal(Journal):
 
         def work(conn: sqlite3.Connection) -> list[JournalEntry]:
             cursor = conn.execute(f"{_SELECT} ORDER BY idx, rowid")
-            return [_entry(row) for row in cursor]
+            return [entry_from_row(row) for row in cursor]
 
         result: list[JournalEntry] = await self._run(work)
         return result
@@ -424,7 +377,7 @@ class JournalReader:
             )  # a version-1 journal is read once before its first run migrates it
         query = f"{_SELECT} WHERE request_hash = ? AND occurrence = ?"
         row = self._conn.execute(query, (request_hash, occurrence)).fetchone()
-        return None if row is None else _entry(row)
+        return None if row is None else entry_from_row(row)
 
     def __iter__(self) -> Iterator[JournalEntry]:
         """Every row in input order, read a page at a time."""
@@ -435,7 +388,7 @@ class JournalReader:
             if not rows:
                 return
             for row in rows:
-                yield _entry(row[:-1])
+                yield entry_from_row(row[:-1])
             last = (rows[-1][2], rows[-1][-1])
 
 
