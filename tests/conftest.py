@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import secrets
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from nanobanana_async import Backoff, FixedPolling, NanoBanana, RetryPolicy
 from nanobanana_async.testing import LatencyProfile, Simulator
+
+from .journal_backends import journal_backend  # noqa: F401 (a fixture, shared by test modules)
+from .pg_server import MISSING, PostgresServer, running_server
 
 #: A key that must never show up anywhere the tests look.
 SENTINEL_KEY = "sk-SENTINEL-5b1f0c9e-never-leak"
@@ -77,3 +82,27 @@ async def no_loop_debug() -> AsyncIterator[None]:
         yield
     finally:
         loop.set_debug(was)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The suite's own PostgreSQL server on 127.0.0.1, started on first use.
+
+    Without the server binaries the tests that need it skip, saying how to get
+    them; under CI (``CI=true``) they fail instead, so CI never skips them.
+    """
+    try:
+        with running_server() as server:
+            yield server
+    except RuntimeError as exc:
+        if str(exc) != MISSING:
+            raise
+        if os.environ.get("CI") == "true":
+            pytest.fail(MISSING)
+        pytest.skip(MISSING)
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer) -> str:
+    """A fresh, empty database on the suite's server, for one test."""
+    return postgres_server.create_database(f"test_{secrets.token_hex(6)}")

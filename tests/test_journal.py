@@ -26,33 +26,39 @@ from nanobanana_async.testing import Delay, LatencyProfile, ResetConnection, Sim
 
 from .conftest import FAST_RETRY, SENTINEL_KEY
 from .helpers import png_size
+from .journal_backends import JournalBackend
 
 PROMPTS = [f"a fox number {i}" for i in range(12)]
 
 
 async def _run(
-    client: NanoBanana, out: Path, prompts: list[str], *, resubmit_uncertain: bool = False
+    client: NanoBanana,
+    out: Path,
+    prompts: list[str],
+    backend: JournalBackend,
+    *,
+    resubmit_uncertain: bool = False,
 ) -> list[Outcome]:
     """One journaled batch into ``out``; outcomes in input order."""
     batch = client.generate_many(
         prompts,
         save_to=out,
-        journal=out / "journal.sqlite",
+        journal=backend.journal(out),
         resubmit_uncertain=resubmit_uncertain,
     )
     return sorted([o async for o in batch], key=lambda o: o.index)
 
 
 async def test_rerunning_a_finished_batch_sends_no_create_and_no_download(
-    client: NanoBanana, sim: Simulator, tmp_path: Path
+    client: NanoBanana, sim: Simulator, tmp_path: Path, journal_backend: JournalBackend
 ) -> None:
     """Every saved input comes back ok with its existing path and zero requests."""
-    first = await _run(client, tmp_path, PROMPTS)
+    first = await _run(client, tmp_path, PROMPTS, journal_backend)
     assert all(o.ok for o in first)
     before = len(sim.requests)
     assert sim.counters.creates == len(PROMPTS)
 
-    second = await _run(client, tmp_path, PROMPTS)
+    second = await _run(client, tmp_path, PROMPTS, journal_backend)
     assert len(sim.requests) == before
     assert sim.counters.creates == len(PROMPTS)
     assert sim.counters.downloads == len(PROMPTS)
@@ -61,14 +67,14 @@ async def test_rerunning_a_finished_batch_sends_no_create_and_no_download(
 
 
 async def test_a_saved_file_that_went_missing_is_downloaded_again_not_recreated(
-    client: NanoBanana, sim: Simulator, tmp_path: Path
+    client: NanoBanana, sim: Simulator, tmp_path: Path, journal_backend: JournalBackend
 ) -> None:
     """Deleting an image and rerunning fetches it again from its task: one download, no create."""
-    first = await _run(client, tmp_path, PROMPTS[:3])
+    first = await _run(client, tmp_path, PROMPTS[:3], journal_backend)
     lost = first[1].path
     assert lost is not None
     lost.unlink()
-    second = await _run(client, tmp_path, PROMPTS[:3])
+    second = await _run(client, tmp_path, PROMPTS[:3], journal_backend)
     assert second[1].ok
     png_size(lost.read_bytes())
     assert sim.counters.creates == 3
@@ -76,7 +82,7 @@ async def test_a_saved_file_that_went_missing_is_downloaded_again_not_recreated(
 
 
 async def test_a_submitted_task_is_polled_again_on_rerun_without_a_new_create(
-    sim: Simulator, tmp_path: Path
+    sim: Simulator, tmp_path: Path, journal_backend: JournalBackend
 ) -> None:
     """A run stopped while waiting leaves 'submitted'; the rerun polls that task to the end."""
     sim.latency = LatencyProfile.uniform(0.6, 0.6)
@@ -84,39 +90,39 @@ async def test_a_submitted_task_is_polled_again_on_rerun_without_a_new_create(
         api_key=sim.api_key, base_url=sim.base_url, polling=FixedPolling(0.05), retry=FAST_RETRY
     ) as client:
         with anyio.move_on_after(0.3):
-            await _run(client, tmp_path, PROMPTS[:4])
-        states = {e.state for e in read_journal(tmp_path / "journal.sqlite")}
+            await _run(client, tmp_path, PROMPTS[:4], journal_backend)
+        states = {e.state for e in await journal_backend.entries(tmp_path)}
         assert states == {JournalState.SUBMITTED}
-        second = await _run(client, tmp_path, PROMPTS[:4])
+        second = await _run(client, tmp_path, PROMPTS[:4], journal_backend)
     assert all(o.ok for o in second)
     assert {o.resumed_from for o in second} == {"submitted"}
     assert sim.counters.creates == 4
 
 
 async def test_an_uncertain_create_is_reported_and_not_resent_without_the_flag(
-    client: NanoBanana, sim: Simulator, tmp_path: Path
+    client: NanoBanana, sim: Simulator, tmp_path: Path, journal_backend: JournalBackend
 ) -> None:
     """Reset after create: uncertain in the journal; reruns report it; only the flag resends."""
     sim.faults.push("create", ResetConnection(create_first=True))
-    first = await _run(client, tmp_path, PROMPTS[:1])
+    first = await _run(client, tmp_path, PROMPTS[:1], journal_backend)
     assert isinstance(first[0].error, SubmissionUncertainError)
-    (entry,) = read_journal(tmp_path / "journal.sqlite")
+    (entry,) = await journal_backend.entries(tmp_path)
     assert entry.state is JournalState.UNCERTAIN
     assert entry.client_key is not None
     assert sim.counters.creates == 1
 
-    second = await _run(client, tmp_path, PROMPTS[:1])
+    second = await _run(client, tmp_path, PROMPTS[:1], journal_backend)
     assert isinstance(second[0].error, SubmissionUncertainError)
     assert second[0].resumed_from == "uncertain"
     assert sim.counters.create_requests == 1
 
-    third = await _run(client, tmp_path, PROMPTS[:1], resubmit_uncertain=True)
+    third = await _run(client, tmp_path, PROMPTS[:1], journal_backend, resubmit_uncertain=True)
     assert third[0].ok
     assert sim.counters.create_requests == 2
 
 
 async def test_a_create_cut_off_mid_flight_is_journaled_as_submitting_and_treated_uncertain(
-    sim: Simulator, tmp_path: Path
+    sim: Simulator, tmp_path: Path, journal_backend: JournalBackend
 ) -> None:
     """Cancelled with the answer not yet back: the row says the create may be on the wire."""
     sim.faults.push("create", Delay(5.0, create_first=True))
@@ -125,21 +131,21 @@ async def test_a_create_cut_off_mid_flight_is_journaled_as_submitting_and_treate
         api_key=sim.api_key, base_url=sim.base_url, polling=FixedPolling(0.02), retry=policy
     ) as client:
         with anyio.move_on_after(0.3):
-            await _run(client, tmp_path, PROMPTS[:1])
-        (entry,) = read_journal(tmp_path / "journal.sqlite")
+            await _run(client, tmp_path, PROMPTS[:1], journal_backend)
+        (entry,) = await journal_backend.entries(tmp_path)
         assert entry.state is JournalState.SUBMITTING
-        second = await _run(client, tmp_path, PROMPTS[:1])
+        second = await _run(client, tmp_path, PROMPTS[:1], journal_backend)
     assert isinstance(second[0].error, SubmissionUncertainError)
     assert sim.counters.create_requests == 1
 
 
 async def test_a_failed_task_is_reported_from_the_journal_without_paying_again(
-    client: NanoBanana, sim: Simulator, tmp_path: Path
+    client: NanoBanana, sim: Simulator, tmp_path: Path, journal_backend: JournalBackend
 ) -> None:
     """The service's refusal is final: the rerun reports TaskFailedError with no request."""
-    first = await _run(client, tmp_path, ["a fox [fail]"])
+    first = await _run(client, tmp_path, ["a fox [fail]"], journal_backend)
     before = len(sim.requests)
-    again = await _run(client, tmp_path, ["a fox [fail]"])
+    again = await _run(client, tmp_path, ["a fox [fail]"], journal_backend)
     assert isinstance(again[0].error, TaskFailedError)
     assert str(again[0].error) == str(first[0].error)  # the reason once, not nested
     assert str(again[0].error).count("Content policy") == 1
@@ -147,7 +153,7 @@ async def test_a_failed_task_is_reported_from_the_journal_without_paying_again(
 
 
 async def test_inputs_stopped_by_a_fatal_error_are_journaled_pending_and_sent_on_rerun(
-    sim: Simulator, tmp_path: Path
+    sim: Simulator, tmp_path: Path, journal_backend: JournalBackend
 ) -> None:
     """No balance: the batch stops, rows stay pending (nothing billed), a rerun completes them."""
     sim.balance = 2
@@ -158,12 +164,12 @@ async def test_inputs_stopped_by_a_fatal_error_are_journaled_pending_and_sent_on
         retry=FAST_RETRY,
         max_concurrency=1,
     ) as client:
-        first = await _run(client, tmp_path, PROMPTS[:6])
+        first = await _run(client, tmp_path, PROMPTS[:6], journal_backend)
         assert sum(o.ok for o in first) == 2
-        states = [e.state for e in read_journal(tmp_path / "journal.sqlite")]
+        states = [e.state for e in await journal_backend.entries(tmp_path)]
         assert states.count(JournalState.PENDING) == 4
         sim.balance = None
-        second = await _run(client, tmp_path, PROMPTS[:6])
+        second = await _run(client, tmp_path, PROMPTS[:6], journal_backend)
     assert all(o.ok for o in second)
     assert sim.counters.creates == 6
 
@@ -204,13 +210,15 @@ async def test_a_corrupted_journal_gives_a_clear_error_and_is_not_overwritten(
     assert path.read_bytes() == bytes(damaged)
 
 
-async def test_the_journal_never_stores_the_api_key(sim: Simulator, tmp_path: Path) -> None:
+async def test_the_journal_never_stores_the_api_key(
+    sim: Simulator, tmp_path: Path, journal_backend: JournalBackend
+) -> None:
     """Scan the journal files (and WAL) for the sentinel key after a run with failures."""
     async with NanoBanana(
         api_key=SENTINEL_KEY, base_url=sim.base_url, polling=FixedPolling(0.02), retry=FAST_RETRY
     ) as client:
         sim.faults.push("create", ResetConnection(create_first=True))
-        await _run(client, tmp_path, [*PROMPTS[:3], "x [fail]"])
+        await _run(client, tmp_path, [*PROMPTS[:3], "x [fail]"], journal_backend)
     for file in tmp_path.iterdir():
         assert SENTINEL_KEY.encode() not in file.read_bytes(), file
 

@@ -27,13 +27,16 @@ from nanobanana_async import (
 from nanobanana_async.testing import Simulator
 
 from .helpers import png_size
+from .journal_backends import JournalBackend
 
 PROMPTS = [f"a fox number {i}" for i in range(12)]
 
 
-async def _run(client: NanoBanana, out: Path, prompts: list[str]) -> tuple[list[Outcome], int]:
+async def _run(
+    client: NanoBanana, out: Path, prompts: list[str], backend: JournalBackend
+) -> tuple[list[Outcome], int]:
     """One journaled batch into ``out``: outcomes in input order, and its not_requested count."""
-    stream = client.generate_many(prompts, save_to=out, journal=out / "journal.sqlite")
+    stream = client.generate_many(prompts, save_to=out, journal=backend.journal(out))
     async with stream:
         outcomes = sorted([o async for o in stream], key=lambda o: o.index)
     assert stream.not_requested is not None
@@ -50,14 +53,16 @@ def images(out: Path) -> set[str]:
 
 
 async def test_a_line_inserted_at_the_top_costs_one_create_and_nothing_else(
-    client: NanoBanana, sim: Simulator, tmp_path: Path
+    client: NanoBanana, sim: Simulator, tmp_path: Path, journal_backend: JournalBackend
 ) -> None:
     """Case 41: every earlier input is answered from the journal; only the new one is paid."""
-    first, _ = await _run(client, tmp_path, PROMPTS)
+    first, _ = await _run(client, tmp_path, PROMPTS, journal_backend)
     assert all(o.ok for o in first)
     downloads = sim.counters.downloads_completed
 
-    again, not_requested = await _run(client, tmp_path, ["a brand new heron", *PROMPTS])
+    again, not_requested = await _run(
+        client, tmp_path, ["a brand new heron", *PROMPTS], journal_backend
+    )
     assert all(o.ok for o in again), [o.error for o in again if o.error]
     assert creates_per_prompt(sim) == Counter([*PROMPTS, "a brand new heron"])
     assert sim.counters.downloads_completed == downloads + 1
@@ -69,14 +74,14 @@ async def test_a_line_inserted_at_the_top_costs_one_create_and_nothing_else(
 
 
 async def test_deleted_reordered_and_duplicated_lines_pay_only_for_the_new_duplicate(
-    client: NanoBanana, sim: Simulator, tmp_path: Path
+    client: NanoBanana, sim: Simulator, tmp_path: Path, journal_backend: JournalBackend
 ) -> None:
     """Case 42: a duplicated line is one more image; deleted ones are merely not asked for."""
-    await _run(client, tmp_path, PROMPTS)
+    await _run(client, tmp_path, PROMPTS, journal_backend)
     edited = list(reversed(PROMPTS[3:]))  # lines 0-2 deleted, the rest reordered
     edited.insert(4, PROMPTS[7])  # one line duplicated
 
-    again, not_requested = await _run(client, tmp_path, edited)
+    again, not_requested = await _run(client, tmp_path, edited, journal_backend)
     assert all(o.ok for o in again)
     assert creates_per_prompt(sim) == Counter([*PROMPTS, PROMPTS[7]])
     assert not_requested == 3
@@ -85,45 +90,45 @@ async def test_deleted_reordered_and_duplicated_lines_pay_only_for_the_new_dupli
     assert len(set(paths)) == len(edited), "the duplicate has a file of its own"
     assert len(images(tmp_path)) == len(PROMPTS) + 1
 
-    third, _ = await _run(client, tmp_path, edited)
+    third, _ = await _run(client, tmp_path, edited, journal_backend)
     assert {o.resumed_from for o in third} == {"saved"}
     assert sim.counters.creates == len(PROMPTS) + 1
 
 
 async def test_an_edited_line_is_a_new_input_and_the_old_image_stays(
-    client: NanoBanana, sim: Simulator, tmp_path: Path
+    client: NanoBanana, sim: Simulator, tmp_path: Path, journal_backend: JournalBackend
 ) -> None:
     """Case 43: one create for the edited request; the old one stays on disk and journaled."""
-    first, _ = await _run(client, tmp_path, PROMPTS[:3])
+    first, _ = await _run(client, tmp_path, PROMPTS[:3], journal_backend)
     old_path = first[1].path
     assert old_path is not None
     edited = [PROMPTS[0], "a completely different cat", PROMPTS[2]]
 
-    again, not_requested = await _run(client, tmp_path, edited)
+    again, not_requested = await _run(client, tmp_path, edited, journal_backend)
     assert all(o.ok for o in again)
     assert again[1].resumed_from is None
     assert again[1].path != old_path
     assert creates_per_prompt(sim) == Counter([*PROMPTS[:3], "a completely different cat"])
     assert not_requested == 1
     png_size(old_path.read_bytes())
-    rows = {entry.request["prompt"]: entry for entry in read_journal(tmp_path / "journal.sqlite")}
+    rows = {entry.request["prompt"]: entry for entry in await journal_backend.entries(tmp_path)}
     assert rows[PROMPTS[1]].state is JournalState.SAVED
     assert rows[PROMPTS[1]].path == str(old_path)
 
 
 async def test_identical_requests_are_told_apart_by_occurrence_in_input_order(
-    client: NanoBanana, sim: Simulator, tmp_path: Path
+    client: NanoBanana, sim: Simulator, tmp_path: Path, journal_backend: JournalBackend
 ) -> None:
     """Three identical lines are three inputs: occurrences 0, 1, 2; a rerun pays nothing."""
     prompts = ["same", "other", "same", "same"]
-    first, _ = await _run(client, tmp_path, prompts)
+    first, _ = await _run(client, tmp_path, prompts, journal_backend)
     assert all(o.ok for o in first)
-    entries = list(read_journal(tmp_path / "journal.sqlite"))
+    entries = await journal_backend.entries(tmp_path)
     same = request_fingerprint(ImageRequest(prompt="same"))
     assert sorted(e.occurrence for e in entries if e.request_hash == same) == [0, 1, 2]
     assert creates_per_prompt(sim) == Counter(prompts)
 
-    fewer, not_requested = await _run(client, tmp_path, ["same", "other"])
+    fewer, not_requested = await _run(client, tmp_path, ["same", "other"], journal_backend)
     assert {o.resumed_from for o in fewer} == {"saved"}
     assert not_requested == 2
     assert sim.counters.creates == 4
@@ -181,7 +186,7 @@ async def test_a_version_1_journal_is_read_as_it_is_and_migrated_on_its_next_run
         assert conn.execute("PRAGMA user_version").fetchone() == (1,)
     conn.close()
 
-    outcomes, not_requested = await _run(client, tmp_path, prompts)
+    outcomes, not_requested = await _run(client, tmp_path, prompts, JournalBackend("sqlite"))
     assert [o.path for o in outcomes] == files
     assert {o.resumed_from for o in outcomes} == {"saved"}
     assert len(sim.requests) == 0

@@ -1,0 +1,411 @@
+"""The shared journal: one PostgreSQL database, many named batches, many workers per batch.
+
+Each input is a row keyed by ``(batch, request fingerprint, occurrence)``,
+exactly as in the SQLite journal, so the same prompt file loaded twice adds
+nothing and an edited line is a new input. Workers coordinate through row
+leases: a worker takes an input by stamping its row with its id and a
+deadline (``lease_until``, in the database's clock), renews the deadlines of
+what it holds while it works, and writes a row only while the lease is its
+own. A worker that dies stops renewing; once its deadlines pass, another
+worker takes its rows and carries on from what they say (a submitted task is
+polled again, never created again; a create cut off mid-flight is
+uncertain). The schema is created and versioned here; a database whose
+schema is newer than this library knows is refused, never touched.
+
+asyncpg is imported on first use, so ``import nanobanana_async`` works
+without it; the ``postgres`` extra installs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import anyio
+import yarl
+
+from ._errors import ConfigurationError, JournalError
+from ._journal import ROW_COLUMNS, Journal, JournalEntry, JournalState, entry_from_row, row_of
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["SCHEMA_VERSION", "PostgresJournal", "redact_dsn"]
+
+#: 1: batches, inputs with leases, workers.
+SCHEMA_VERSION: Final = 1
+T = TypeVar("T")
+
+#: States no worker works on any more: their rows need no lease.
+_SETTLED: Final = ("saved", "failed", "uncertain")
+_HIDDEN: Final = "***"
+#: Any number will do, as long as it is always the same: it serialises schema set-up.
+_SCHEMA_LOCK: Final = 0x4E42_4A31
+
+_SCHEMA: Final = """
+CREATE TABLE nanobanana_batches (
+    name text PRIMARY KEY,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    creates_paused_until timestamptz
+);
+CREATE TABLE nanobanana_inputs (
+    batch text NOT NULL REFERENCES nanobanana_batches (name) ON DELETE CASCADE,
+    request_hash text NOT NULL,
+    occurrence integer NOT NULL,
+    idx bigint NOT NULL,
+    request text NOT NULL,
+    state text NOT NULL,
+    client_key text, task_id text, image_url text, expires_at double precision,
+    path text, sha256 text, error_type text, error text,
+    updated_at double precision NOT NULL,
+    lease_owner text,
+    lease_until timestamptz,
+    PRIMARY KEY (batch, request_hash, occurrence)
+);
+CREATE INDEX nanobanana_inputs_by_position ON nanobanana_inputs (batch, idx);
+CREATE TABLE nanobanana_workers (
+    batch text NOT NULL REFERENCES nanobanana_batches (name) ON DELETE CASCADE,
+    worker text NOT NULL,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    seen_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (batch, worker)
+);
+"""
+_COLUMN_LIST: Final = ", ".join(ROW_COLUMNS)
+_SELECT: Final = f"SELECT {_COLUMN_LIST} FROM nanobanana_inputs"  # noqa: S608 (constants)
+# Writes only while the row is free, this worker's, or its holder's lease has run out;
+# a settled row gives its lease back.
+_PUT: Final = f"""
+INSERT INTO nanobanana_inputs (batch, {_COLUMN_LIST}, lease_owner, lease_until)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+    $16, now() + make_interval(secs => $17))
+ON CONFLICT (batch, request_hash, occurrence) DO UPDATE SET
+    idx = EXCLUDED.idx, request = EXCLUDED.request, state = EXCLUDED.state,
+    client_key = EXCLUDED.client_key, task_id = EXCLUDED.task_id,
+    image_url = EXCLUDED.image_url, expires_at = EXCLUDED.expires_at, path = EXCLUDED.path,
+    sha256 = EXCLUDED.sha256, error_type = EXCLUDED.error_type, error = EXCLUDED.error,
+    updated_at = EXCLUDED.updated_at,
+    lease_owner = CASE WHEN EXCLUDED.state IN ('saved', 'failed', 'uncertain')
+        THEN NULL ELSE EXCLUDED.lease_owner END,
+    lease_until = CASE WHEN EXCLUDED.state IN ('saved', 'failed', 'uncertain')
+        THEN NULL ELSE EXCLUDED.lease_until END
+WHERE nanobanana_inputs.lease_owner IS NULL OR nanobanana_inputs.lease_owner = $16
+    OR nanobanana_inputs.lease_until < now()
+RETURNING 1
+"""  # noqa: S608 (constants)
+# Take an input for this worker: insert it (pending) if new, else stamp the lease on it
+# unless another worker holds a live one. Settled rows are returned without a lease.
+_CLAIM: Final = f"""
+INSERT INTO nanobanana_inputs (batch, {_COLUMN_LIST}, lease_owner, lease_until)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+    $16, now() + make_interval(secs => $17))
+ON CONFLICT (batch, request_hash, occurrence) DO UPDATE SET
+    idx = EXCLUDED.idx,
+    lease_owner = CASE WHEN nanobanana_inputs.state IN ('saved', 'failed', 'uncertain')
+        THEN nanobanana_inputs.lease_owner ELSE EXCLUDED.lease_owner END,
+    lease_until = CASE WHEN nanobanana_inputs.state IN ('saved', 'failed', 'uncertain')
+        THEN nanobanana_inputs.lease_until ELSE EXCLUDED.lease_until END
+WHERE nanobanana_inputs.state IN ('saved', 'failed', 'uncertain')
+    OR nanobanana_inputs.lease_owner IS NULL OR nanobanana_inputs.lease_owner = $16
+    OR nanobanana_inputs.lease_until < now()
+RETURNING {_COLUMN_LIST}
+"""  # noqa: S608 (constants)
+
+
+def redact_dsn(dsn: str) -> str:
+    """The connection string with any password replaced by ``***`` (for reprs and errors)."""
+    try:
+        url = yarl.URL(dsn)
+    except (TypeError, ValueError):
+        return "postgresql://***"
+    if url.password is not None:
+        url = url.with_password(_HIDDEN)
+    if "password" in url.query:
+        url = url.update_query({"password": _HIDDEN})
+    return str(url)
+
+
+def _import_asyncpg() -> Any:
+    try:
+        import asyncpg
+    except ImportError:
+        raise ConfigurationError(
+            "the PostgreSQL journal needs asyncpg: pip install 'nanobanana-async[postgres]'"
+        ) from None
+    return asyncpg
+
+
+class PostgresJournal(Journal):
+    """A batch journal in PostgreSQL, shared by every worker of batch ``batch``.
+
+    ``dsn`` is a ``postgresql://user:password@host:port/database`` connection
+    string (the password never appears in a repr, log line or error).
+    ``lease_seconds`` is how long an input stays with a worker that stops
+    renewing it (renewed every third of that while the worker lives).
+    ``reconnect_within`` bounds how long a write waits for a database that
+    went away (a restart) before the job fails with ``JournalError``.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        batch: str,
+        lease_seconds: float = 30.0,
+        reconnect_within: float = 60.0,
+        pool_size: int = 10,
+    ) -> None:
+        if not isinstance(batch, str) or not batch.strip():
+            raise ConfigurationError(f"batch must be a non-empty name, got {batch!r}")
+        if lease_seconds <= 0 or reconnect_within < 0:
+            raise ConfigurationError("lease_seconds must be positive and reconnect_within >= 0")
+        self._dsn = dsn
+        self.batch = batch
+        self.lease_seconds = float(lease_seconds)
+        self.reconnect_within = float(reconnect_within)
+        self._pool_size = pool_size
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._pool: asyncpg.Pool | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresJournal({redact_dsn(self._dsn)!r}, batch={self.batch!r})"
+
+    # -- opening and closing --------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, create or check the schema, register the batch and this worker."""
+        asyncpg = _import_asyncpg()
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=self._pool_size, command_timeout=30
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise self._error("cannot connect", exc) from None
+        try:
+            await self._run(self._set_up)
+        except BaseException:
+            await self._close_pool()
+            raise
+
+    async def _set_up(self, conn: asyncpg.Connection) -> None:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS nanobanana_meta (key text PRIMARY KEY, value text)"
+            )
+            found = await conn.fetchval(
+                "SELECT value FROM nanobanana_meta WHERE key = 'schema_version'"
+            )
+            if found is None:
+                await conn.execute(_SCHEMA)
+                await conn.execute(
+                    "INSERT INTO nanobanana_meta VALUES ('schema_version', $1)",
+                    str(SCHEMA_VERSION),
+                )
+            elif int(found) > SCHEMA_VERSION:
+                raise JournalError(
+                    f"{self!r}: the database holds journal schema {found}, newer than this "
+                    f"nanobanana_async knows ({SCHEMA_VERSION}); upgrade nanobanana_async"
+                )
+            await conn.execute(
+                "INSERT INTO nanobanana_batches (name) VALUES ($1) ON CONFLICT DO NOTHING",
+                self.batch,
+            )
+            await conn.execute(
+                "INSERT INTO nanobanana_workers (batch, worker, host, pid) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                self.batch,
+                self.worker,
+                socket.gethostname(),
+                os.getpid(),
+            )
+
+    async def aclose(self) -> None:
+        """Give back every lease this worker holds, and disconnect."""
+        if self._pool is None:
+            return
+        with contextlib.suppress(JournalError):
+            await self._run(
+                lambda conn: conn.execute(
+                    "UPDATE nanobanana_inputs SET lease_owner = NULL, lease_until = NULL "
+                    "WHERE batch = $1 AND lease_owner = $2",
+                    self.batch,
+                    self.worker,
+                ),
+                retry=False,
+            )
+        await self._close_pool()
+
+    async def _close_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with anyio.move_on_after(5, shield=True):
+                await pool.close()
+            pool.terminate()
+
+    @contextlib.asynccontextmanager
+    async def keeping_leases(self) -> AsyncIterator[None]:
+        """While a batch works: renew this worker's leases every third of their length."""
+        async with anyio.create_task_group() as renewing:
+            renewing.start_soon(self._renew_forever)
+            try:
+                yield
+            finally:
+                renewing.cancel_scope.cancel()
+
+    async def _renew_forever(self) -> None:
+        """Every third of a lease: push back the deadlines of every input this worker holds."""
+        while True:
+            await anyio.sleep(self.lease_seconds / 3)
+            with contextlib.suppress(JournalError):
+                await self._run(self._renew, retry=False)
+
+    async def _renew(self, conn: asyncpg.Connection) -> None:
+        await conn.execute(
+            "UPDATE nanobanana_inputs SET lease_until = now() + make_interval(secs => $3) "
+            "WHERE batch = $1 AND lease_owner = $2",
+            self.batch,
+            self.worker,
+            self.lease_seconds,
+        )
+        await conn.execute(
+            "UPDATE nanobanana_workers SET seen_at = now() WHERE batch = $1 AND worker = $2",
+            self.batch,
+            self.worker,
+        )
+
+    # -- the store --------------------------------------------------------------------
+
+    async def get(self, request_hash: str, occurrence: int) -> JournalEntry | None:
+        """The row of this input, if any."""
+        row = await self._run(
+            lambda conn: conn.fetchrow(
+                f"{_SELECT} WHERE batch = $1 AND request_hash = $2 AND occurrence = $3",
+                self.batch,
+                request_hash,
+                occurrence,
+            )
+        )
+        return None if row is None else entry_from_row(tuple(row))
+
+    async def put(self, entry: JournalEntry) -> None:
+        """Write ``entry``'s row, while the input is this worker's; returns once committed."""
+        values = (self.batch, *row_of(entry), self.worker, self.lease_seconds)
+        written = await self._run(lambda conn: conn.fetchval(_PUT, *values))
+        if written is None:
+            raise JournalError(
+                f"{self!r}: input {entry.index} is held by another worker (this worker's "
+                "lease on it ran out); its row was not changed"
+            )
+
+    async def claim(self, entry: JournalEntry) -> JournalEntry | None:
+        """Take this input for this worker; its row (inserted if new), or None if held elsewhere.
+
+        A settled row (saved, failed, uncertain) comes back as it is, with no lease.
+        """
+        values = (self.batch, *row_of(entry), self.worker, self.lease_seconds)
+        row = await self._run(lambda conn: conn.fetchrow(_CLAIM, *values))
+        return None if row is None else entry_from_row(tuple(row))
+
+    async def let_go(self, request_hash: str, occurrence: int) -> None:
+        """Give this worker's lease on one input back (it will not work on it after all)."""
+        await self._run(
+            lambda conn: conn.execute(
+                "UPDATE nanobanana_inputs SET lease_owner = NULL, lease_until = NULL "
+                "WHERE batch = $1 AND request_hash = $2 AND occurrence = $3 "
+                "AND lease_owner = $4",
+                self.batch,
+                request_hash,
+                occurrence,
+                self.worker,
+            )
+        )
+
+    async def entries(self) -> list[JournalEntry]:
+        """Every row of this batch, in input order."""
+        rows = await self._run(
+            lambda conn: conn.fetch(f"{_SELECT} WHERE batch = $1 ORDER BY idx", self.batch)
+        )
+        return [entry_from_row(tuple(row)) for row in rows]
+
+    async def counts(self) -> dict[JournalState, int]:
+        """How many rows of this batch are in each state."""
+        rows = await self._run(
+            lambda conn: conn.fetch(
+                "SELECT state, count(*) FROM nanobanana_inputs WHERE batch = $1 GROUP BY state",
+                self.batch,
+            )
+        )
+        return {JournalState(state): count for state, count in rows}
+
+    async def count_unrequested(self, asked: Mapping[str, int]) -> int:
+        """How many rows of this batch the input did not ask for (counted a page at a time)."""
+        unrequested = 0
+        async for request_hash, occurrence in self._keys():
+            unrequested += occurrence >= asked.get(request_hash, 0)
+        return unrequested
+
+    async def _keys(self, page: int = 5000) -> AsyncIterator[tuple[str, int]]:
+        """Every input's key, a page at a time, so a huge batch is never held in memory."""
+        after: tuple[str, int] = ("", -1)
+        while True:
+
+            async def read(conn: asyncpg.Connection, after: tuple[str, int] = after) -> Any:
+                return await conn.fetch(
+                    "SELECT request_hash, occurrence FROM nanobanana_inputs WHERE batch = $1 "
+                    "AND (request_hash, occurrence) > ($2, $3) "
+                    "ORDER BY request_hash, occurrence LIMIT $4",
+                    self.batch,
+                    *after,
+                    page,
+                )
+
+            rows = await self._run(read)
+            for row in rows:
+                yield row[0], row[1]
+            if len(rows) < page:
+                return
+            after = (rows[-1][0], rows[-1][1])
+
+    # -- one seam to the database -------------------------------------------------------
+
+    async def _run(self, work: Callable[[Any], Awaitable[T]], *, retry: bool = True) -> T:
+        """Run ``work`` on a pooled connection; a lost connection is retried (bounded).
+
+        Every statement here is idempotent (upserts and conditional updates), so
+        running one again after a connection died mid-way is safe.
+        """
+        asyncpg = _import_asyncpg()
+        if self._pool is None:
+            raise JournalError(f"{self!r} is not open; use 'async with journal:'")
+        lost: tuple[type[BaseException], ...] = (
+            OSError,
+            asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.ConnectionDoesNotExistError,
+            asyncpg.AdminShutdownError,
+        )
+        deadline = anyio.current_time() + (self.reconnect_within if retry else 0.0)
+        delay = 0.1
+        while True:
+            try:
+                async with self._pool.acquire() as conn:
+                    return await work(conn)
+            except lost as exc:
+                if anyio.current_time() + delay > deadline:
+                    raise self._error("lost the database", exc) from None
+            except asyncpg.PostgresError as exc:
+                raise self._error("failed", exc) from None
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _error(self, what: str, exc: BaseException) -> JournalError:
+        """A JournalError in our own words: the connection string only ever redacted."""
+        detail = str(exc).replace(self._dsn, redact_dsn(self._dsn))
+        return JournalError(f"{self!r} {what}: {type(exc).__name__}: {detail}")
