@@ -18,7 +18,7 @@ import enum
 import hashlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Final, Self
@@ -228,6 +228,15 @@ class Journal(abc.ABC):
         """
         found = await self.get(fresh.request_hash, fresh.occurrence)
         return fresh if found is None else found
+
+    def leftovers(self) -> AsyncIterator[JournalEntry] | None:
+        """Inputs of this batch that other workers left unfinished, once its own input is read.
+
+        None for a store only one batch writes at a time (there is nobody else).
+        A shared store yields the unsettled rows whose worker's lease ran out,
+        leased to this one, and waits while other live workers still hold some.
+        """
+        return None
 
     def keeping_leases(self) -> AbstractAsyncContextManager[None]:
         """Held around a batch's work; a shared store renews the leases the batch holds."""

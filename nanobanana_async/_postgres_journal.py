@@ -118,6 +118,19 @@ RETURNING {_COLUMN_LIST}
 """  # noqa: S608 (constants)
 
 
+# A block of rows whose holder's lease ran out, leased to this worker; rows other workers
+# are taking at this moment are skipped, not waited for.
+_TAKE_EXPIRED: Final = f"""
+UPDATE nanobanana_inputs SET lease_owner = $2, lease_until = now() + make_interval(secs => $3)
+WHERE (batch, request_hash, occurrence) IN (
+    SELECT batch, request_hash, occurrence FROM nanobanana_inputs
+    WHERE batch = $1 AND state NOT IN ('saved', 'failed', 'uncertain')
+        AND lease_owner IS NOT NULL AND lease_until < now()
+    ORDER BY idx LIMIT 32 FOR UPDATE SKIP LOCKED)
+RETURNING {_COLUMN_LIST}
+"""  # noqa: S608 (constants)
+
+
 def redact_dsn(dsn: str) -> str:
     """The connection string with any password replaced by ``***`` (for reprs and errors)."""
     try:
@@ -326,6 +339,38 @@ class PostgresJournal(Journal):
                 self.worker,
             )
         )
+
+    async def leftovers(self) -> AsyncIterator[JournalEntry]:
+        """Unsettled rows whose worker's lease ran out (it died), taken a block at a time.
+
+        While other live workers still hold unsettled rows, wait (they may die
+        too, and then their rows are ours); end when none is left but this
+        worker's own. Rows nobody holds are not taken: a worker that stopped
+        cleanly gave them back on purpose (a cap, a line removed from its input).
+        """
+        while True:
+            rows = await self._run(self._take_expired)
+            for row in rows:
+                yield entry_from_row(tuple(row))
+            if rows:
+                continue
+            held = await self._run(
+                lambda conn: conn.fetchval(
+                    "SELECT count(*) FROM nanobanana_inputs WHERE batch = $1 "
+                    "AND state NOT IN ('saved', 'failed', 'uncertain') "
+                    "AND lease_owner IS NOT NULL AND lease_owner <> $2",
+                    self.batch,
+                    self.worker,
+                )
+            )
+            if not held:
+                return
+            await anyio.sleep(min(self.lease_seconds / 4, 2.0))
+
+    async def _take_expired(self, conn: asyncpg.Connection) -> list[Any]:
+        lease = self.lease_seconds
+        rows: list[Any] = await conn.fetch(_TAKE_EXPIRED, self.batch, self.worker, lease)
+        return rows
 
     async def entries(self) -> list[JournalEntry]:
         """Every row of this batch, in input order."""

@@ -22,7 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -37,7 +45,7 @@ from ._errors import (
     NanoBananaError,
     UsageError,
 )
-from ._journal import Journal, request_fingerprint
+from ._journal import Journal, JournalEntry, request_fingerprint
 from ._limits import ImageHold
 from ._models import ImageRequest, Outcome, as_request
 from ._observe import Observer
@@ -57,10 +65,11 @@ _END: Final = object()
 class BatchInput:
     """One pulled input: its position, its request (or why it is not one) and its identity."""
 
-    __slots__ = ("error", "fingerprint", "index", "occurrence", "request")
+    __slots__ = ("error", "fingerprint", "index", "late", "occurrence", "request")
 
     def __init__(self, index: int, item: object, occurrences: dict[str, int] | None) -> None:
         self.index = index
+        self.late = False  # left over by another worker: its index is not in this input's order
         self.request: ImageRequest | None = None
         self.error: InvalidRequestError | None = None
         self.fingerprint = ""
@@ -75,6 +84,14 @@ class BatchInput:
             self.occurrence = occurrences.get(self.fingerprint, 0)
             occurrences[self.fingerprint] = self.occurrence + 1
 
+    @classmethod
+    def left_over(cls, entry: JournalEntry) -> BatchInput:
+        """An input another worker left unfinished: its identity is the row's, not counted."""
+        pulled = cls(entry.index, ImageRequest(**entry.request), None)
+        pulled.fingerprint, pulled.occurrence = entry.request_hash, entry.occurrence
+        pulled.late = True
+        return pulled
+
 
 class _InputFeed:
     """Hands out inputs from a sync or async iterable, one at a time, numbered in order.
@@ -86,7 +103,13 @@ class _InputFeed:
     iterable ends the feed; it is kept in ``error`` for the consumer.
     """
 
-    def __init__(self, inputs: Inputs, *, identify: bool) -> None:
+    def __init__(
+        self,
+        inputs: Inputs,
+        *,
+        identify: bool,
+        leftovers: AsyncIterator[JournalEntry] | None = None,
+    ) -> None:
         self._sync: Iterator[Any] | None = None
         self._async: AsyncIterator[Any] | None = None
         if isinstance(inputs, AsyncIterable):
@@ -103,8 +126,22 @@ class _InputFeed:
         self.occurrences: dict[str, int] | None = {} if identify else None
         self.exhausted = False
         self.error: Exception | None = None
+        self._leftovers = leftovers
 
     async def next(self) -> BatchInput | None:
+        pulled = await self._next_input() if not self.exhausted else None
+        if pulled is None and self._leftovers is not None and self.error is None:
+            return await self._next_leftover()
+        return pulled
+
+    async def _next_leftover(self) -> BatchInput | None:
+        """Once the input is read: the inputs a shared journal says other workers left."""
+        assert self._leftovers is not None
+        async with self._lock:  # an async generator cannot be stepped by two tasks at once
+            entry = await anext(self._leftovers, None)
+        return None if entry is None else BatchInput.left_over(entry)
+
+    async def _next_input(self) -> BatchInput | None:
         if self._sync is not None:
             # A worker handed a window slot just as the batch was cancelled must not pull.
             await anyio.lowlevel.checkpoint_if_cancelled()
@@ -184,6 +221,27 @@ class SendGate:
         return True
 
 
+class _Hole:
+    """Sent in place of an outcome for an input dropped unsent (no outcome will come)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+class _Late:
+    """An outcome of an input left over by another worker: delivered at once, even in order."""
+
+    __slots__ = ("outcome",)
+
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+
+
+#: What travels from the batch to its consumer.
+_Item = Outcome | _Hole | _Late
+
 #: What a batch runs for each input: an outcome, or None for an input dropped unsent.
 JobFunction = Callable[[BatchInput, SendGate], Awaitable[Outcome | None]]
 
@@ -197,7 +255,7 @@ class _Batch:
         job: JobFunction,
         *,
         workers: int,
-        send: MemoryObjectSendStream[Outcome],
+        send: MemoryObjectSendStream[_Item],
         window: asyncio.Semaphore,
         journal: Journal | None,
         identify: bool,
@@ -211,7 +269,8 @@ class _Batch:
         self.outcomes = self.succeeded = self.skipped = 0
         self.workers = workers
         self.journal = journal
-        self.feed = _InputFeed(inputs, identify=identify)
+        self.leftovers = journal.leftovers() if journal is not None else None
+        self.feed = _InputFeed(inputs, identify=identify, leftovers=self.leftovers)
         self.gate = SendGate(self.feed, max_creates)
         self.send = send
         self.window = window
@@ -235,6 +294,8 @@ class _Batch:
                         journal.claim_for_batch()
                         stack.callback(journal.release_from_batch)
                         await stack.enter_async_context(journal.keeping_leases())
+                        if isinstance(self.leftovers, AsyncGenerator):
+                            stack.push_async_callback(self.leftovers.aclose)
                     async with anyio.create_task_group() as workers:
                         for _ in range(self.workers):
                             workers.start_soon(self._work)
@@ -264,13 +325,18 @@ class _Batch:
             if pulled is None:
                 self.window.release()
                 return
+            index, late = pulled.index, pulled.late
             # Passed straight on: a local would keep each worker's last outcome (and its
             # image bytes) alive for the whole of its next job. The buffer is unbounded
             # (the window bounds it), so sending never waits.
             outcome = await job(pulled, gate)
             del pulled
             if outcome is None:
-                self.window.release()  # dropped unsent: the input raised meanwhile
+                # Dropped unsent (the input raised meanwhile, or another worker has it):
+                # an ordered consumer is told not to wait for this index.
+                self.window.release()
+                if not late:
+                    self.send.send_nowait(_Hole(index))
                 continue
             self.outcomes += 1
             error = outcome.error
@@ -280,7 +346,7 @@ class _Batch:
                 self.skipped += 1
             elif gate.fatal is None and isinstance(error, FATAL_ERRORS):
                 gate.fatal = error
-            self.send.send_nowait(outcome)
+            self.send.send_nowait(_Late(outcome) if late else outcome)
             del outcome, error
 
 
@@ -314,7 +380,7 @@ class OutcomeStream:
         self._ordered = ordered
         self._held_images = held_images
         self._window = asyncio.Semaphore(read_ahead)
-        send, self._receive = anyio.create_memory_object_stream[Outcome](max_buffer_size=math.inf)
+        send, self._receive = anyio.create_memory_object_stream[_Item](max_buffer_size=math.inf)
         self._batch = _Batch(
             inputs,
             job,
@@ -330,7 +396,7 @@ class OutcomeStream:
         self._own_group: TaskGroup | None = None
         self._started = False
         self._finished = False
-        self._held: dict[int, Outcome] = {}
+        self._held: dict[int, Outcome | None] = {}  # None: a hole
         self._next_index = 0
 
     def _start(self, group: TaskGroup | None) -> None:
@@ -402,32 +468,46 @@ class OutcomeStream:
     async def _next(self) -> Outcome:
         while True:
             if self._ordered and self._next_index in self._held:
-                return self._deliver(self._held.pop(self._next_index))
+                ready = self._held.pop(self._next_index)
+                if ready is None:  # a hole: nothing comes for this index
+                    self._next_index += 1
+                    continue
+                return self._deliver(ready)
+            item: _Item | None
             try:
                 # Drain what is ready without a trip through the event loop per item,
                 # so a busy loop cannot leave finished outcomes piling up.
-                outcome = self._receive.receive_nowait()
+                item = self._receive.receive_nowait()
             except anyio.WouldBlock:
-                outcome = None
+                item = None
             except (anyio.EndOfStream, anyio.ClosedResourceError):
-                outcome = None
+                item = None
             try:
-                if outcome is None:
-                    outcome = await self._receive.receive()
+                if item is None:
+                    item = await self._receive.receive()
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 self._finished = True
                 if self._batch.failure is not None:
                     raise self._batch.failure from None
                 raise StopAsyncIteration from None
+            late = False
+            if type(item) is not Outcome:
+                if isinstance(item, _Hole):
+                    if self._ordered:
+                        self._held[item.index] = None
+                    continue
+                assert isinstance(item, _Late)
+                item, late = item.outcome, True
             held = self._held_images
-            if held is not None and outcome.data is not None:
+            if held is not None and item.data is not None:
                 held.give_back()  # the image is the consumer's now (held for order, at worst)
-            if not self._ordered:
-                return self._deliver(outcome)
-            self._held[outcome.index] = outcome
+            if not self._ordered or late:
+                return self._deliver(item, in_order=not late)
+            self._held[item.index] = item
 
-    def _deliver(self, outcome: Outcome) -> Outcome:
-        self._next_index += 1
+    def _deliver(self, outcome: Outcome, *, in_order: bool = True) -> Outcome:
+        if in_order:
+            self._next_index += 1
         self._window.release()
         return outcome
 

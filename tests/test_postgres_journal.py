@@ -223,3 +223,71 @@ async def test_the_suites_own_server_listens_on_loopback_only_and_not_as_root(
     if os.geteuid() == 0:
         owner = Path(f"/proc/{server_pid}").stat().st_uid
         assert owner != 0, "PostgreSQL must run as an unprivileged user"
+
+
+async def leave_as_a_dead_worker_would(dsn: str, *, for_seconds: float) -> None:
+    """Every unsettled row of batch 'shared' held by a worker that stopped renewing."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "UPDATE nanobanana_inputs SET lease_owner = 'dead-host:1:abc', "
+            "lease_until = now() + make_interval(secs => $1) "
+            "WHERE batch = 'shared' AND state NOT IN ('saved', 'failed', 'uncertain')",
+            for_seconds,
+        )
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+async def test_inputs_a_dead_worker_held_are_finished_by_a_live_one_once_its_lease_runs_out(
+    sim: Simulator, tmp_path: Path, postgres_dsn: str, ordered: bool
+) -> None:
+    prompts = [f"a lantern festival, frame {number}" for number in range(10)]
+    async with fast_client(sim) as client:
+        # The dead worker had sent 3 creates (their tasks exist) and taken 3 more inputs.
+        dead = PostgresJournal(postgres_dsn, batch="shared")
+        async with dead:
+            for index, prompt in enumerate(prompts[:6]):
+                row = await dead.claim(pending(prompt, index))
+                assert row is not None
+                if index < 3:
+                    task = await client.submit(prompt)
+                    await dead.put(row.evolve(state=JournalState.SUBMITTED, task_id=task.id))
+        await leave_as_a_dead_worker_would(postgres_dsn, for_seconds=0.6)
+        assert sim.counters.creates == 3
+
+        live = PostgresJournal(postgres_dsn, batch="shared", lease_seconds=5)
+        stream = client.generate_many(prompts, save_to=tmp_path, journal=live, ordered=ordered)
+        outcomes = [outcome async for outcome in stream]
+
+    assert sorted(outcome.index for outcome in outcomes) == list(range(10))
+    assert all(outcome.ok for outcome in outcomes)
+    assert sim.counters.creates == 10  # the 3 submitted were polled again, not created again
+    assert sum(outcome.resumed_from == "submitted" for outcome in outcomes) == 3
+    if ordered:  # this worker's own inputs in order; the ones it took over after them
+        own = [outcome.index for outcome in outcomes[:4]]
+        assert own == [6, 7, 8, 9]
+    async with live:
+        assert await live.counts() == {JournalState.SAVED: 10}
+
+
+async def test_a_create_a_dead_worker_cut_off_is_uncertain_and_not_sent_again(
+    sim: Simulator, tmp_path: Path, postgres_dsn: str
+) -> None:
+    dead = PostgresJournal(postgres_dsn, batch="shared")
+    async with dead:
+        row = await dead.claim(pending("a paper kite"))
+        assert row is not None
+        await dead.put(row.evolve(state=JournalState.SUBMITTING, client_key="k"))
+    await leave_as_a_dead_worker_would(postgres_dsn, for_seconds=0.3)
+    live = PostgresJournal(postgres_dsn, batch="shared", lease_seconds=5)
+    async with fast_client(sim) as client:
+        stream = client.generate_many(["a paper kite"], save_to=tmp_path, journal=live)
+        outcomes = [outcome async for outcome in stream]
+    assert sim.counters.create_requests == 0
+    assert [type(outcome.error).__name__ for outcome in outcomes] == ["SubmissionUncertainError"]
+    async with live:
+        assert await live.counts() == {JournalState.UNCERTAIN: 1}
