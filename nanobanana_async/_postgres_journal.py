@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
+import attrs
 import yarl
 
 from ._errors import ConfigurationError, JournalError
@@ -34,7 +35,14 @@ from ._journal import ROW_COLUMNS, Journal, JournalEntry, JournalState, entry_fr
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["SCHEMA_VERSION", "PostgresJournal", "redact_dsn"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "LeaseHolder",
+    "PostgresJournal",
+    "is_postgres_url",
+    "read_postgres_journal",
+    "redact_dsn",
+]
 
 #: 1: batches, inputs with leases, workers.
 SCHEMA_VERSION: Final = 1
@@ -195,8 +203,14 @@ class PostgresJournal(Journal):
         """Connect, create or check the schema, register the batch and this worker."""
         asyncpg = _import_asyncpg()
         try:
+            # No floor of idle connections: a pool keeping one logs a traceback of its own
+            # while the database restarts; connections are made as they are needed.
             self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=self._pool_size, command_timeout=30
+                self._dsn,
+                min_size=0,
+                max_size=self._pool_size,
+                command_timeout=30,
+                max_inactive_connection_lifetime=30,
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise self._error("cannot connect", exc) from None
@@ -244,16 +258,23 @@ class PostgresJournal(Journal):
         if self._pool is None:
             return
         with contextlib.suppress(JournalError):
-            await self._run(
-                lambda conn: conn.execute(
-                    "UPDATE nanobanana_inputs SET lease_owner = NULL, lease_until = NULL "
-                    "WHERE batch = $1 AND lease_owner = $2",
-                    self.batch,
-                    self.worker,
-                ),
-                retry=False,
-            )
+            await self._run(self._sign_off, retry=False)
         await self._close_pool()
+
+    async def _sign_off(self, conn: asyncpg.Connection) -> None:
+        """A clean stop: this worker's leases are given back and it leaves the workers' list."""
+        async with conn.transaction():
+            await conn.execute(
+                "UPDATE nanobanana_inputs SET lease_owner = NULL, lease_until = NULL "
+                "WHERE batch = $1 AND lease_owner = $2",
+                self.batch,
+                self.worker,
+            )
+            await conn.execute(
+                "DELETE FROM nanobanana_workers WHERE batch = $1 AND worker = $2",
+                self.batch,
+                self.worker,
+            )
 
     async def _close_pool(self) -> None:
         pool, self._pool = self._pool, None
@@ -429,12 +450,17 @@ class PostgresJournal(Journal):
         asyncpg = _import_asyncpg()
         if self._pool is None:
             raise JournalError(f"{self!r} is not open; use 'async with journal:'")
+        # What a database going away (a restart, a lost network) looks like from here;
+        # InternalClientError is a connection that died in the middle of a statement.
         lost: tuple[type[BaseException], ...] = (
             OSError,
+            TimeoutError,
             asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
             asyncpg.CannotConnectNowError,
             asyncpg.ConnectionDoesNotExistError,
             asyncpg.AdminShutdownError,
+            asyncpg.ConnectionFailureError,
         )
         deadline = anyio.current_time() + (self.reconnect_within if retry else 0.0)
         delay = 0.1
@@ -454,3 +480,65 @@ class PostgresJournal(Journal):
         """A JournalError in our own words: the connection string only ever redacted."""
         detail = str(exc).replace(self._dsn, redact_dsn(self._dsn))
         return JournalError(f"{self!r} {what}: {type(exc).__name__}: {detail}")
+
+
+def is_postgres_url(target: str) -> bool:
+    """True for a ``postgresql://`` (or ``postgres://``) connection string."""
+    return target.startswith(("postgresql://", "postgres://"))
+
+
+@attrs.frozen
+class LeaseHolder:
+    """A worker of a batch, and how many unsettled inputs it holds under a live lease."""
+
+    worker: str
+    host: str
+    pid: int
+    seen_ago: float
+    holding: int
+
+
+async def read_postgres_journal(
+    dsn: str, batch: str, *, missing_ok: bool = False
+) -> tuple[list[JournalEntry], list[LeaseHolder]]:
+    """A batch's rows (in input order) and its workers, read without registering as one.
+
+    For tools (the manifest, ``nanobanana journal``, a dry run): nothing is
+    written. A database or batch with no journal yet is an error, or, with
+    ``missing_ok``, an empty batch.
+    """
+    asyncpg = _import_asyncpg()
+    shown = redact_dsn(dsn)
+    try:
+        conn = await asyncpg.connect(dsn, timeout=30)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        detail = str(exc).replace(dsn, shown)
+        raise JournalError(f"cannot read {shown}: {type(exc).__name__}: {detail}") from None
+    try:
+        if await conn.fetchval("SELECT to_regclass('nanobanana_meta')") is None:
+            if missing_ok:
+                return [], []
+            raise JournalError(f"{shown} holds no nanobanana journal")
+        if await conn.fetchval("SELECT 1 FROM nanobanana_batches WHERE name = $1", batch) is None:
+            if missing_ok:
+                return [], []
+            raise JournalError(f"{shown} has no batch {batch!r}")
+        rows = await conn.fetch(f"{_SELECT} WHERE batch = $1 ORDER BY idx", batch)
+        workers = await conn.fetch(
+            "SELECT w.worker, w.host, w.pid, extract(epoch FROM now() - w.seen_at), "
+            "(SELECT count(*) FROM nanobanana_inputs i WHERE i.batch = w.batch "
+            "AND i.lease_owner = w.worker AND i.lease_until > now() "
+            "AND i.state NOT IN ('saved', 'failed', 'uncertain')) "
+            "FROM nanobanana_workers w WHERE w.batch = $1 ORDER BY w.started_at",
+            batch,
+        )
+    except asyncpg.PostgresError as exc:
+        raise JournalError(f"cannot read {shown}: {type(exc).__name__}: {exc}") from None
+    finally:
+        await conn.close()
+    entries = [entry_from_row(tuple(row)) for row in rows]
+    holders = [
+        LeaseHolder(worker=w[0], host=w[1], pid=w[2], seen_ago=float(w[3]), holding=w[4])
+        for w in workers
+    ]
+    return entries, holders

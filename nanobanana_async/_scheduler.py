@@ -181,9 +181,21 @@ class _InputFeed:
 
 
 def _unwrapped(exc: Exception) -> Exception:
-    """A lone error out of a task group, as itself rather than in an ExceptionGroup."""
-    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
+    """An error out of a task group as itself, not in an ExceptionGroup.
+
+    Several jobs failing at once on the same kind of SDK error (a journal that
+    went away for good, say) is reported as the first of them.
+    """
+    while isinstance(exc, ExceptionGroup):
+        if len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+            continue
+        flat = exc.exceptions
+        if all(isinstance(error, NanoBananaError) for error in flat):
+            kinds = {type(error) for error in flat}
+            if len(kinds) == 1:
+                return flat[0]
+        break
     return exc
 
 

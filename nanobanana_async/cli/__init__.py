@@ -173,8 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ordered", action="store_true", help="report results in input order")
     run.add_argument(
         "--journal",
-        metavar="PATH",
-        help="journal file for crash-safe resume (default: DIR/.nanobanana-journal.sqlite)",
+        metavar="PATH|URL",
+        help="journal for crash-safe resume: a SQLite file (default: "
+        "DIR/.nanobanana-journal.sqlite), or postgresql://user:password@host/db to share "
+        "the batch with workers on other machines",
+    )
+    run.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="with a PostgreSQL journal, how long the inputs of a worker that died wait "
+        "before other workers take them over (default 30)",
+    )
+    run.add_argument(
+        "--batch",
+        metavar="NAME",
+        help="with a PostgreSQL journal, the batch's name, the same on every worker "
+        "(default: the prompt file's name without its extension)",
     )
     run.add_argument(
         "--log-json",
@@ -226,7 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(its .nanobanana-journal.sqlite) or a journal file. It only reads: safe while a "
         "run is going.",
     )
-    journal.add_argument("target", metavar="DIR_OR_PATH", help="output folder or journal file")
+    journal.add_argument(
+        "target",
+        metavar="DIR_OR_PATH",
+        help="output folder, journal file, or postgresql://... connection string",
+    )
+    journal.add_argument(
+        "--batch", metavar="NAME", help="with a PostgreSQL journal: which batch to show"
+    )
     journal.add_argument("--json", action="store_true", help="print JSON for scripts")
     commands.add_parser(
         "simulate",
@@ -291,6 +314,8 @@ def _prepare(args: argparse.Namespace, *, create: bool = True) -> None:
     file is read once here (``count_prompts``) to prove it is UTF-8 text, and
     its count kept on ``args.prompt_count`` for the progress bar.
     """
+    from nanobanana_async._postgres_journal import is_postgres_url
+
     from ._inputs import PromptSource, count_prompts
     from ._run import JOURNAL_NAME
 
@@ -299,7 +324,8 @@ def _prepare(args: argparse.Namespace, *, create: bool = True) -> None:
         if args.command == "run":
             _check_prompt_file(args.prompts)
             _check_out(out)
-            _check_journal(Path(args.journal) if args.journal else out / JOURNAL_NAME)
+            if not (args.journal and is_postgres_url(args.journal)):
+                _check_journal(Path(args.journal) if args.journal else out / JOURNAL_NAME)
             if args.log_json and create:
                 _check_log_file(Path(args.log_json))
             args.prompt_count = count_prompts(PromptSource(args.prompts))
@@ -385,7 +411,7 @@ def _journal(args: argparse.Namespace, console: Console) -> int:
 
     try:
         return journal_command(args, console)
-    except JournalError as exc:
+    except (JournalError, NanoBananaError) as exc:
         report_error(exc)
         return 2
 

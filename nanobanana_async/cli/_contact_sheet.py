@@ -147,7 +147,8 @@ class ContactSheet:
 
     def write(self) -> Path:
         """Write the page to ``index.html.part`` and rename it to ``index.html``."""
-        temp = self.path.with_name(self.path.name + ".part")
+        # Named per process: workers sharing a PostgreSQL batch may share this folder.
+        temp = self.path.with_name(f"{self.path.name}.{os.getpid()}.part")
         with temp.open("w", encoding="utf-8", errors="replace") as page:
             page.write(self._head())
             page.write(self._attention.html())

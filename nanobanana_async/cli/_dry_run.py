@@ -16,18 +16,24 @@ import argparse
 import functools
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import anyio
 from rich.console import Console
 from rich.table import Table
 
 from nanobanana_async import JournalEntry, JournalReader, JournalState
+from nanobanana_async._postgres_journal import (
+    is_postgres_url,
+    read_postgres_journal,
+    redact_dsn,
+)
 
 from ._cost import Kind, PriceTable, kind_label, money
 from ._inputs import BadLine, PromptSource, identified, read_prompts
-from ._run import EXIT_FAILURES, EXIT_OK, JOURNAL_NAME
+from ._run import EXIT_FAILURES, EXIT_OK, JOURNAL_NAME, default_batch_name
 
 __all__ = ["dry_run_command"]
 
@@ -59,14 +65,25 @@ def _state(entry: JournalEntry | None, *, resubmit_uncertain: bool) -> str:
     return _RESUBMIT if resubmit_uncertain else _UNCERTAIN
 
 
+Lookup = Callable[[str, int], JournalEntry | None]
+
+
 @contextmanager
-def _lookup(journal: Path) -> Iterator[functools.partial[JournalEntry | None] | None]:
+def _lookup(args: argparse.Namespace) -> Iterator[Lookup | None]:
     """The journal's look-up by (fingerprint, occurrence), or None when there is no journal yet."""
+    if args.journal and is_postgres_url(args.journal):
+        batch = args.batch or default_batch_name(args.prompts)
+        read = functools.partial(read_postgres_journal, args.journal, batch, missing_ok=True)
+        entries, _ = anyio.run(read)
+        by_key = {entry.key: entry for entry in entries}
+        yield (lambda request_hash, occurrence: by_key.get((request_hash, occurrence)))
+        return
+    journal = Path(args.journal) if args.journal else Path(args.out) / JOURNAL_NAME
     if not journal.is_file():
         yield None
         return
     with JournalReader(journal) as reader:
-        yield functools.partial(reader.get)
+        yield reader.get
 
 
 class _Plan:
@@ -96,10 +113,8 @@ def dry_run_command(args: argparse.Namespace, console: Console) -> int:
     source = PromptSource(
         args.prompts, model=args.model, resolution=args.resolution, size=args.size
     )
-    out = Path(args.out)
-    journal = Path(args.journal) if args.journal else out / JOURNAL_NAME
     plan = _Plan(args.max_images)
-    with _lookup(journal) as get:
+    with _lookup(args) as get:
         for _line, item, fingerprint, occurrence in identified(read_prompts(source)):
             if isinstance(item, BadLine):
                 plan.bad_lines.append(item)
@@ -113,7 +128,7 @@ def dry_run_command(args: argparse.Namespace, console: Console) -> int:
     prices = PriceTable()
     for table in args.price:
         prices = prices.merged(table)
-    console.print(_table(plan, prices, journal if get is not None else None))
+    console.print(_table(plan, prices, _journal_named(args) if get is not None else None))
     for warning in plan.warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     for bad in plan.bad_lines[:_LISTED_BAD_LINES]:
@@ -126,7 +141,13 @@ def dry_run_command(args: argparse.Namespace, console: Console) -> int:
     return EXIT_FAILURES if plan.bad_lines else EXIT_OK
 
 
-def _table(plan: _Plan, prices: PriceTable, journal: Path | None) -> Table:
+def _journal_named(args: argparse.Namespace) -> str:
+    if args.journal and is_postgres_url(args.journal):
+        return f"{redact_dsn(args.journal)} batch {args.batch or default_batch_name(args.prompts)}"
+    return str(Path(args.journal) if args.journal else Path(args.out) / JOURNAL_NAME)
+
+
+def _table(plan: _Plan, prices: PriceTable, journal: str | None) -> Table:
     table = Table(title="nanobanana run --dry-run", show_header=False, title_justify="left")
     table.add_column("what", no_wrap=True)
     table.add_column("count", justify="right", no_wrap=True)

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import anyio
+import attrs
 from rich.console import Console
 from rich.table import Table
 
-from nanobanana_async import JournalEntry, JournalState, read_journal
+from nanobanana_async import JournalEntry, JournalError, JournalState, read_journal
+from nanobanana_async._postgres_journal import (
+    LeaseHolder,
+    is_postgres_url,
+    read_postgres_journal,
+    redact_dsn,
+)
 
 __all__ = ["journal_command", "resolve_journal"]
 
@@ -41,27 +51,44 @@ def _brief(entry: JournalEntry) -> dict[str, Any]:
     }
 
 
+def _read(args: argparse.Namespace) -> tuple[str, Iterable[JournalEntry], list[LeaseHolder] | None]:
+    """Where the journal is (as shown), its rows, and for PostgreSQL the batch's workers."""
+    if not is_postgres_url(args.target):
+        path = resolve_journal(args.target)
+        return str(path), read_journal(path), None
+    if not args.batch:
+        raise JournalError("with a PostgreSQL journal, --batch NAME says which batch to show")
+    read = functools.partial(read_postgres_journal, args.target, args.batch)
+    entries, workers = anyio.run(read)
+    return f"{redact_dsn(args.target)} batch {args.batch}", entries, workers
+
+
 def journal_command(args: argparse.Namespace, console: Console) -> int:
-    """Print state counts, then failed, uncertain and unfinished inputs; exit 0 (2: unreadable)."""
-    path = resolve_journal(args.target)
+    """Print state counts, then failed, uncertain and unfinished inputs; exit 0 (2: unreadable).
+
+    For a PostgreSQL batch, also each worker and how many inputs it holds under a live lease.
+    """
+    where, entries, workers = _read(args)
     counts: Counter[str] = Counter()
     attention: list[dict[str, Any]] = []
-    for entry in read_journal(path):
+    for entry in entries:
         counts[entry.state.value] += 1
         if entry.state in _ATTENTION or (entry.state in _RESUMABLE and entry.error):
             attention.append(_brief(entry))
     if args.json:
         report = {
-            "journal": str(path),
+            "journal": where,
             "total": sum(counts.values()),
             "counts": dict(sorted(counts.items())),
             "failed": [row for row in attention if row["state"] == "failed"],
             "uncertain": [row for row in attention if row["state"] == "uncertain"],
             "unfinished": [row for row in attention if row["state"] not in _FINAL_NAMES],
         }
+        if workers is not None:
+            report["workers"] = [attrs.asdict(worker) for worker in workers]
         print(json.dumps(report, ensure_ascii=False, indent=2))
         return 0
-    console.print(f"journal {path}", highlight=False)
+    console.print(f"journal {where}", highlight=False)
     table = Table(title_justify="left")
     table.add_column("state")
     table.add_column("inputs", justify="right")
@@ -70,6 +97,8 @@ def journal_command(args: argparse.Namespace, console: Console) -> int:
             table.add_row(state.value, str(counts[state.value]))
     table.add_row("total", str(sum(counts.values())))
     console.print(table)
+    if workers:
+        console.print(_workers_table(workers))
     for row in attention:
         console.print(
             f"{row['state']}: input {row['index']} {row['prompt']!r} "
@@ -90,3 +119,20 @@ def journal_command(args: argparse.Namespace, console: Console) -> int:
             highlight=False,
         )
     return 0
+
+
+def _workers_table(workers: list[LeaseHolder]) -> Table:
+    table = Table(title="workers", title_justify="left")
+    for column in ("worker", "host", "pid"):
+        table.add_column(column)
+    table.add_column("last seen", justify="right")
+    table.add_column("inputs held", justify="right")
+    for worker in workers:
+        table.add_row(
+            worker.worker,
+            worker.host,
+            str(worker.pid),
+            f"{worker.seen_ago:.0f} s ago",
+            str(worker.holding),
+        )
+    return table

@@ -14,7 +14,8 @@ and when it stops, however it stops; ``DIR/index.html``, the contact sheet
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +66,35 @@ def _from_entry(row: dict[str, Any], entry: JournalEntry, *, live: bool) -> dict
     return row
 
 
+class _ReadEntries:
+    """Rows already read (a PostgreSQL batch), looked up as a ``JournalReader`` looks them up."""
+
+    def __init__(self, entries: Sequence[JournalEntry]) -> None:
+        self._entries = entries
+        self._by_key = {entry.key: entry for entry in entries}
+
+    def __enter__(self) -> _ReadEntries:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def __iter__(self) -> Iterator[JournalEntry]:
+        return iter(self._entries)
+
+    def get(self, request_hash: str, occurrence: int) -> JournalEntry | None:
+        return self._by_key.get((request_hash, occurrence))
+
+
 def manifest_rows(
-    source: PromptSource, journal: Path, *, live: bool = False
+    source: PromptSource, journal: Path | Sequence[JournalEntry], *, live: bool = False
 ) -> Iterator[dict[str, Any]]:
-    """The manifest's rows, in input order (``live``: written while the run goes on)."""
-    with JournalReader(journal) as reader:
+    """The manifest's rows, in input order (``live``: written while the run goes on).
+
+    ``journal`` is a SQLite journal's path, or the rows of a PostgreSQL batch.
+    """
+    opened = JournalReader(journal) if isinstance(journal, Path) else _ReadEntries(journal)
+    with opened as reader:
         if source.path == "-":  # standard input cannot be read twice: the journal alone speaks
             for entry in reader:
                 row = _row(None, entry.index, entry.request)
@@ -108,7 +133,11 @@ def _what_it_asked(text: str) -> dict[str, Any]:
 
 
 def write_manifest(
-    out_dir: Path, source: PromptSource, journal: Path, *, live: bool = False
+    out_dir: Path,
+    source: PromptSource,
+    journal: Path | Sequence[JournalEntry],
+    *,
+    live: bool = False,
 ) -> Path:
     """Rewrite ``out_dir/manifest.jsonl`` and ``out_dir/index.html`` atomically.
 
@@ -116,7 +145,7 @@ def write_manifest(
     Returns the manifest's path.
     """
     path = out_dir / "manifest.jsonl"
-    temp = path.with_name(path.name + ".part")
+    temp = path.with_name(f"{path.name}.{os.getpid()}.part")  # per process: see ContactSheet
     with temp.open("w", encoding="utf-8") as handle, ContactSheet(out_dir) as sheet:
         for row in manifest_rows(source, journal, live=live):
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import json
 import logging
@@ -11,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from rich.console import Console
@@ -21,9 +22,18 @@ from nanobanana_async import (
     DestinationExistsError,
     Event,
     ImageRequest,
+    Journal,
+    JournalEntry,
+    JournalError,
     NanoBanana,
     NanoBananaError,
+    PostgresJournal,
     SQLiteJournal,
+)
+from nanobanana_async._postgres_journal import (
+    is_postgres_url,
+    read_postgres_journal,
+    redact_dsn,
 )
 
 from . import report_error
@@ -102,7 +112,7 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
         args.prompts, model=args.model, resolution=args.resolution, size=args.size
     )
     out = Path(args.out)
-    journal_path = Path(args.journal) if args.journal else out / JOURNAL_NAME
+    where = _JournalChoice(args)
     prices = PriceTable()
     for table in args.price:
         prices = prices.merged(table)
@@ -124,10 +134,11 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
                 continue
             yield item
 
-    manifest = _Manifest(out, source, journal_path)
+    manifest = _Manifest(out, source, where)
     not_requested: int | None = None
+    asyncio.get_running_loop().set_exception_handler(_quiet_about_lost_connections)
     async with (
-        SQLiteJournal(journal_path, folder=out) as journal,
+        where.open(out) as journal,
         _event_log(args) as log,
         _warnings_shown(console),
     ):
@@ -172,7 +183,7 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
     if report.uncertain:
         console.print(
             f"{report.uncertain} inputs may have been billed without an answer; "
-            f"'nanobanana journal {out}' lists them. They are not sent again unless you rerun "
+            f"'{where.show_command(out)}' lists them. They are not sent again unless you rerun "
             "with --resubmit-uncertain (which may pay for them twice)",
             highlight=False,
         )
@@ -183,11 +194,24 @@ async def run_command(args: argparse.Namespace, console: Console) -> int:
             highlight=False,
         )
     console.print(
-        f"contact sheet: {out / CONTACT_SHEET}  manifest: {out / MANIFEST}  "
-        f"journal: {journal_path}",
+        f"contact sheet: {out / CONTACT_SHEET}  manifest: {out / MANIFEST}  journal: {where}",
         highlight=False,
     )
     return _exit_code(report, console)
+
+
+def _quiet_about_lost_connections(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A connection lost with nobody waiting on it (a database restarting) is not news.
+
+    asyncpg leaves such a future behind when the server closes an idle
+    connection; asyncio would print it as an error with a traceback. Anything
+    else goes to asyncio's own handler.
+    """
+    error = context.get("exception")
+    if isinstance(error, ConnectionError) and "never retrieved" in context.get("message", ""):
+        logging.getLogger("nanobanana_async").debug("a lost connection, unclaimed: %s", error)
+        return
+    loop.default_exception_handler(context)
 
 
 @asynccontextmanager
@@ -236,6 +260,76 @@ async def _as_async(items: Iterator[T]) -> AsyncIterator[T]:
         yield item
 
 
+class _JournalChoice:
+    """Which journal a run keeps: a SQLite file (DIR/.nanobanana-journal.sqlite by default),
+    or a batch in PostgreSQL (``--journal postgresql://... --batch NAME``, shared by workers).
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.dsn: str | None = None
+        self.path: Path | None = None
+        if args.journal is not None and is_postgres_url(args.journal):
+            self.dsn = args.journal
+            self.batch = args.batch or default_batch_name(args.prompts)
+            self.lease_seconds: float = args.lease_seconds
+        else:
+            self.path = Path(args.journal) if args.journal else Path(args.out) / JOURNAL_NAME
+
+    def __str__(self) -> str:
+        if self.dsn is not None:
+            return f"{redact_dsn(self.dsn)} (batch {self.batch})"
+        return str(self.path)
+
+    def show_command(self, out: Path) -> str:
+        """The command that lists what the journal holds (the password left out)."""
+        if self.dsn is not None:
+            return f"nanobanana journal {redact_dsn(self.dsn)} --batch {self.batch}"
+        return f"nanobanana journal {out if self.path == out / JOURNAL_NAME else self.path}"
+
+    def open(self, out: Path) -> Journal:
+        """The journal, to open with ``async with`` (a SQLite one also locks ``out``).
+
+        With PostgreSQL, leases decide who writes which image, so several
+        workers may share ``out``: it is not locked.
+        """
+        if self.dsn is not None:
+            return PostgresJournal(self.dsn, batch=self.batch, lease_seconds=self.lease_seconds)
+        assert self.path is not None
+        return SQLiteJournal(self.path, folder=out)
+
+    async def rows(self, *, patient: bool) -> Path | list[JournalEntry] | None:
+        """What the manifest is rebuilt from: the SQLite file, or the batch's rows.
+
+        A database that is away (a restart) is waited for when ``patient`` (the
+        first and last manifest), for as long as the journal itself would wait;
+        otherwise None: the refresh is skipped, the last manifest stays.
+        """
+        if self.dsn is None:
+            assert self.path is not None
+            return self.path
+        deadline = time.monotonic() + (_REACHABLE_WITHIN if patient else 0.0)
+        while True:
+            try:
+                entries, _ = await read_postgres_journal(self.dsn, self.batch)
+            except JournalError:
+                if time.monotonic() >= deadline:
+                    if patient:
+                        raise
+                    return None
+                await anyio.sleep(1.0)
+            else:
+                return entries
+
+
+#: Seconds the manifest waits for a PostgreSQL journal that went away (as the journal does).
+_REACHABLE_WITHIN = 60.0
+
+
+def default_batch_name(prompts: str) -> str:
+    """``--batch`` when not given: the prompt file's stem (``stdin`` for standard input)."""
+    return "stdin" if prompts == "-" else Path(prompts).stem
+
+
 class _Manifest:
     """Keeps DIR/manifest.jsonl current: rewritten every few seconds while outcomes arrive.
 
@@ -243,14 +337,17 @@ class _Manifest:
     pause between rewrites grows to keep them under ~5 % of the run's time.
     """
 
-    def __init__(self, out: Path, source: PromptSource, journal: Path) -> None:
-        self._args = (out, source, journal)
+    def __init__(self, out: Path, source: PromptSource, journal: _JournalChoice) -> None:
+        self._out, self._source, self._journal = out, source, journal
         self._due = time.monotonic() + MANIFEST_EVERY
 
     async def write(self, *, live: bool = False) -> None:
         """Rewrite it now; ``live`` while the batch runs (creates on the wire are not in doubt)."""
         started = time.monotonic()
-        await anyio.to_thread.run_sync(functools.partial(write_manifest, *self._args, live=live))
+        rows = await self._journal.rows(patient=not live)
+        if rows is not None:
+            write = functools.partial(write_manifest, self._out, self._source, rows, live=live)
+            await anyio.to_thread.run_sync(write)
         took = time.monotonic() - started
         self._due = time.monotonic() + max(MANIFEST_EVERY, 20 * took)
 
