@@ -71,7 +71,7 @@ from ._journal import Journal, JournalEntry, JournalState, request_fingerprint
 from ._models import ImageRequest, ImageResult, Outcome, Task, TaskStatus
 from ._observe import EventStream
 from ._polling import AdaptivePolling, FixedPolling, PollingPolicy
-from ._postgres_journal import PostgresJournal
+from ._postgres_journal import BatchWorker, PostgresJournal
 from ._retry import Backoff, RetryPolicy
 from ._scheduler import OutcomeStream
 from ._stats import Latency, Stats
@@ -96,6 +96,7 @@ __all__ = [
     "BadRequestError",
     "BatchFinished",
     "BatchStarted",
+    "BatchWorker",
     "ClientClosedError",
     "Completed",
     "ConfigurationError",

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SCHEMA_VERSION",
-    "LeaseHolder",
+    "BatchWorker",
     "PostgresJournal",
     "is_postgres_url",
     "read_postgres_journal",
@@ -196,6 +196,27 @@ class PostgresJournal(Journal):
 
     def __repr__(self) -> str:
         return f"PostgresJournal({redact_dsn(self._dsn)!r}, batch={self.batch!r})"
+
+    @staticmethod
+    def is_url(target: str) -> bool:
+        """True for a ``postgresql://`` (or ``postgres://``) connection string."""
+        return is_postgres_url(target)
+
+    @staticmethod
+    def redact(dsn: str) -> str:
+        """The connection string with its password replaced by ``***``, fit to show."""
+        return redact_dsn(dsn)
+
+    @staticmethod
+    async def read(
+        dsn: str, batch: str, *, missing_ok: bool = False
+    ) -> tuple[list[JournalEntry], list[BatchWorker]]:
+        """A batch's rows (in input order) and its workers, for tools; nothing is written.
+
+        A database or batch with no journal yet raises ``JournalError``, or with
+        ``missing_ok`` reads as an empty batch.
+        """
+        return await read_postgres_journal(dsn, batch, missing_ok=missing_ok)
 
     # -- opening and closing --------------------------------------------------------
 
@@ -488,7 +509,7 @@ def is_postgres_url(target: str) -> bool:
 
 
 @attrs.frozen
-class LeaseHolder:
+class BatchWorker:
     """A worker of a batch, and how many unsettled inputs it holds under a live lease."""
 
     worker: str
@@ -500,7 +521,7 @@ class LeaseHolder:
 
 async def read_postgres_journal(
     dsn: str, batch: str, *, missing_ok: bool = False
-) -> tuple[list[JournalEntry], list[LeaseHolder]]:
+) -> tuple[list[JournalEntry], list[BatchWorker]]:
     """A batch's rows (in input order) and its workers, read without registering as one.
 
     For tools (the manifest, ``nanobanana journal``, a dry run): nothing is
@@ -538,7 +559,7 @@ async def read_postgres_journal(
         await conn.close()
     entries = [entry_from_row(tuple(row)) for row in rows]
     holders = [
-        LeaseHolder(worker=w[0], host=w[1], pid=w[2], seen_ago=float(w[3]), holding=w[4])
+        BatchWorker(worker=w[0], host=w[1], pid=w[2], seen_ago=float(w[3]), holding=w[4])
         for w in workers
     ]
     return entries, holders

@@ -151,11 +151,14 @@ def check_paid_once_and_saved_once(
     return uncertain
 
 
-def wait_for_saved(dsn: str, at_least: int) -> None:
+def wait_for_saved(dsn: str, at_least: int, workers: list[subprocess.Popen[bytes]]) -> None:
+    """Until ``at_least`` images are journaled; fails at once if every worker has stopped."""
     deadline = time.monotonic() + DEADLINE
     while time.monotonic() < deadline:
         if sum(state == "saved" for _, state, _, _ in saved_rows(dsn)) >= at_least:
             return
+        if all(worker.poll() is not None for worker in workers):
+            raise AssertionError("every worker stopped before the test could act")
         time.sleep(0.2)
     raise AssertionError(f"fewer than {at_least} images saved in time")
 
@@ -172,7 +175,7 @@ def test_three_workers_share_a_batch_and_finish_what_a_killed_one_held(
     ]
     victim = workers[0]
     try:
-        wait_for_saved(postgres_dsn, PROMPTS // 4)
+        wait_for_saved(postgres_dsn, PROMPTS // 4, workers)
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
         held = {
@@ -217,7 +220,7 @@ def test_workers_ride_out_a_database_restart_and_pay_nothing_twice(
         for n, out in enumerate(outs)
     ]
     try:
-        wait_for_saved(postgres_dsn, PROMPTS // 4)
+        wait_for_saved(postgres_dsn, PROMPTS // 4, workers)
         postgres_server.restart()
         codes = wait_all(workers)
     finally:

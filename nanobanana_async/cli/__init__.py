@@ -314,7 +314,7 @@ def _prepare(args: argparse.Namespace, *, create: bool = True) -> None:
     file is read once here (``count_prompts``) to prove it is UTF-8 text, and
     its count kept on ``args.prompt_count`` for the progress bar.
     """
-    from nanobanana_async._postgres_journal import is_postgres_url
+    from nanobanana_async import PostgresJournal
 
     from ._inputs import PromptSource, count_prompts
     from ._run import JOURNAL_NAME
@@ -324,7 +324,7 @@ def _prepare(args: argparse.Namespace, *, create: bool = True) -> None:
         if args.command == "run":
             _check_prompt_file(args.prompts)
             _check_out(out)
-            if not (args.journal and is_postgres_url(args.journal)):
+            if not (args.journal and PostgresJournal.is_url(args.journal)):
                 _check_journal(Path(args.journal) if args.journal else out / JOURNAL_NAME)
             if args.log_json and create:
                 _check_log_file(Path(args.log_json))

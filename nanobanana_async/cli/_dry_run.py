@@ -24,12 +24,7 @@ import anyio
 from rich.console import Console
 from rich.table import Table
 
-from nanobanana_async import JournalEntry, JournalReader, JournalState
-from nanobanana_async._postgres_journal import (
-    is_postgres_url,
-    read_postgres_journal,
-    redact_dsn,
-)
+from nanobanana_async import JournalEntry, JournalReader, JournalState, PostgresJournal
 
 from ._cost import Kind, PriceTable, kind_label, money
 from ._inputs import BadLine, PromptSource, identified, read_prompts
@@ -71,9 +66,9 @@ Lookup = Callable[[str, int], JournalEntry | None]
 @contextmanager
 def _lookup(args: argparse.Namespace) -> Iterator[Lookup | None]:
     """The journal's look-up by (fingerprint, occurrence), or None when there is no journal yet."""
-    if args.journal and is_postgres_url(args.journal):
+    if args.journal and PostgresJournal.is_url(args.journal):
         batch = args.batch or default_batch_name(args.prompts)
-        read = functools.partial(read_postgres_journal, args.journal, batch, missing_ok=True)
+        read = functools.partial(PostgresJournal.read, args.journal, batch, missing_ok=True)
         entries, _ = anyio.run(read)
         by_key = {entry.key: entry for entry in entries}
         yield (lambda request_hash, occurrence: by_key.get((request_hash, occurrence)))
@@ -142,8 +137,9 @@ def dry_run_command(args: argparse.Namespace, console: Console) -> int:
 
 
 def _journal_named(args: argparse.Namespace) -> str:
-    if args.journal and is_postgres_url(args.journal):
-        return f"{redact_dsn(args.journal)} batch {args.batch or default_batch_name(args.prompts)}"
+    if args.journal and PostgresJournal.is_url(args.journal):
+        batch = args.batch or default_batch_name(args.prompts)
+        return f"{PostgresJournal.redact(args.journal)} batch {batch}"
     return str(Path(args.journal) if args.journal else Path(args.out) / JOURNAL_NAME)
 
 

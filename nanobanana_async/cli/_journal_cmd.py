@@ -15,12 +15,13 @@ import attrs
 from rich.console import Console
 from rich.table import Table
 
-from nanobanana_async import JournalEntry, JournalError, JournalState, read_journal
-from nanobanana_async._postgres_journal import (
-    LeaseHolder,
-    is_postgres_url,
-    read_postgres_journal,
-    redact_dsn,
+from nanobanana_async import (
+    BatchWorker,
+    JournalEntry,
+    JournalError,
+    JournalState,
+    PostgresJournal,
+    read_journal,
 )
 
 __all__ = ["journal_command", "resolve_journal"]
@@ -51,16 +52,16 @@ def _brief(entry: JournalEntry) -> dict[str, Any]:
     }
 
 
-def _read(args: argparse.Namespace) -> tuple[str, Iterable[JournalEntry], list[LeaseHolder] | None]:
+def _read(args: argparse.Namespace) -> tuple[str, Iterable[JournalEntry], list[BatchWorker] | None]:
     """Where the journal is (as shown), its rows, and for PostgreSQL the batch's workers."""
-    if not is_postgres_url(args.target):
+    if not PostgresJournal.is_url(args.target):
         path = resolve_journal(args.target)
         return str(path), read_journal(path), None
     if not args.batch:
         raise JournalError("with a PostgreSQL journal, --batch NAME says which batch to show")
-    read = functools.partial(read_postgres_journal, args.target, args.batch)
+    read = functools.partial(PostgresJournal.read, args.target, args.batch)
     entries, workers = anyio.run(read)
-    return f"{redact_dsn(args.target)} batch {args.batch}", entries, workers
+    return f"{PostgresJournal.redact(args.target)} batch {args.batch}", entries, workers
 
 
 def journal_command(args: argparse.Namespace, console: Console) -> int:
@@ -121,7 +122,7 @@ def journal_command(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _workers_table(workers: list[LeaseHolder]) -> Table:
+def _workers_table(workers: list[BatchWorker]) -> Table:
     table = Table(title="workers", title_justify="left")
     for column in ("worker", "host", "pid"):
         table.add_column(column)

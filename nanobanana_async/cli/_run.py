@@ -30,11 +30,6 @@ from nanobanana_async import (
     PostgresJournal,
     SQLiteJournal,
 )
-from nanobanana_async._postgres_journal import (
-    is_postgres_url,
-    read_postgres_journal,
-    redact_dsn,
-)
 
 from . import report_error
 from ._contact_sheet import CONTACT_SHEET
@@ -268,7 +263,7 @@ class _JournalChoice:
     def __init__(self, args: argparse.Namespace) -> None:
         self.dsn: str | None = None
         self.path: Path | None = None
-        if args.journal is not None and is_postgres_url(args.journal):
+        if args.journal is not None and PostgresJournal.is_url(args.journal):
             self.dsn = args.journal
             self.batch = args.batch or default_batch_name(args.prompts)
             self.lease_seconds: float = args.lease_seconds
@@ -277,13 +272,13 @@ class _JournalChoice:
 
     def __str__(self) -> str:
         if self.dsn is not None:
-            return f"{redact_dsn(self.dsn)} (batch {self.batch})"
+            return f"{PostgresJournal.redact(self.dsn)} (batch {self.batch})"
         return str(self.path)
 
     def show_command(self, out: Path) -> str:
         """The command that lists what the journal holds (the password left out)."""
         if self.dsn is not None:
-            return f"nanobanana journal {redact_dsn(self.dsn)} --batch {self.batch}"
+            return f"nanobanana journal {PostgresJournal.redact(self.dsn)} --batch {self.batch}"
         return f"nanobanana journal {out if self.path == out / JOURNAL_NAME else self.path}"
 
     def open(self, out: Path) -> Journal:
@@ -310,7 +305,7 @@ class _JournalChoice:
         deadline = time.monotonic() + (_REACHABLE_WITHIN if patient else 0.0)
         while True:
             try:
-                entries, _ = await read_postgres_journal(self.dsn, self.batch)
+                entries, _ = await PostgresJournal.read(self.dsn, self.batch)
             except JournalError:
                 if time.monotonic() >= deadline:
                     if patient:
