@@ -380,6 +380,7 @@ class NanoBanana:
             observer=self._observer,
             batch=batch,
             max_creates=max_jobs,
+            create_pause=limits.create_pause,
         )
 
     def _host_group(self) -> TaskGroup | None:

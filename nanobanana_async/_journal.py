@@ -27,6 +27,7 @@ import anyio
 import attrs
 
 from ._errors import JournalLockedError
+from ._limits import PauseGate
 from ._models import ImageRequest
 
 __all__ = [
@@ -238,8 +239,13 @@ class Journal(abc.ABC):
         """
         return None
 
-    def keeping_leases(self) -> AbstractAsyncContextManager[None]:
-        """Held around a batch's work; a shared store renews the leases the batch holds."""
+    def working(self, create_pause: PauseGate | None = None) -> AbstractAsyncContextManager[None]:
+        """Held around a batch's work.
+
+        A store shared by several workers renews the leases the batch holds and
+        shares 429 pauses: a pause of ``create_pause`` reaches every worker of
+        the batch, and theirs reach it.
+        """
         return contextlib.nullcontext()
 
     async def let_go(self, request_hash: str, occurrence: int) -> None:  # noqa: B027 (no-op)

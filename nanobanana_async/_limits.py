@@ -154,6 +154,11 @@ class PauseGate:
         self._spread = spread
         self._sleep = sleep
 
+    @property
+    def until(self) -> float:
+        """When the gate opens (``time.monotonic()`` seconds; in the past: it is open)."""
+        return self._until
+
     def pause_for(self, seconds: float) -> float:
         """Close the gate for ``seconds`` from now (never shortening an earlier pause).
 

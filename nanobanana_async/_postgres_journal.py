@@ -22,6 +22,7 @@ import contextlib
 import os
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -31,6 +32,7 @@ import yarl
 
 from ._errors import ConfigurationError, JournalError
 from ._journal import ROW_COLUMNS, Journal, JournalEntry, JournalState, entry_from_row, row_of
+from ._limits import PauseGate
 
 if TYPE_CHECKING:
     import asyncpg
@@ -137,6 +139,18 @@ WHERE (batch, request_hash, occurrence) IN (
     ORDER BY idx LIMIT 32 FOR UPDATE SKIP LOCKED)
 RETURNING {_COLUMN_LIST}
 """  # noqa: S608 (constants)
+
+
+#: Seconds between two looks at the batch's shared 429 pause.
+_PAUSE_CHECK: Final = 0.5
+# Push this worker's pause (seconds from now, 0 for none) and read the batch's.
+_SHARE_PAUSE: Final = """
+UPDATE nanobanana_batches SET creates_paused_until = CASE WHEN $2::float8 > 0
+    THEN greatest(coalesce(creates_paused_until, now()), now() + make_interval(secs => $2::float8))
+    ELSE creates_paused_until END
+WHERE name = $1
+RETURNING extract(epoch FROM creates_paused_until - now())::float8
+"""
 
 
 def redact_dsn(dsn: str) -> str:
@@ -305,14 +319,44 @@ class PostgresJournal(Journal):
             pool.terminate()
 
     @contextlib.asynccontextmanager
-    async def keeping_leases(self) -> AsyncIterator[None]:
-        """While a batch works: renew this worker's leases every third of their length."""
-        async with anyio.create_task_group() as renewing:
-            renewing.start_soon(self._renew_forever)
+    async def working(self, create_pause: PauseGate | None = None) -> AsyncIterator[None]:
+        """While a batch works: renew this worker's leases, and share 429 pauses.
+
+        Leases are renewed every third of their length. A 429 pause of this
+        worker's creates is written to the batch's row, and one written there
+        by another worker pauses this one's, checked twice a second.
+        """
+        async with anyio.create_task_group() as background:
+            background.start_soon(self._renew_forever)
+            if create_pause is not None:
+                # Before the first create: a batch joining a paused one waits too.
+                shared = await self._share_pause(create_pause, 0.0)
+                background.start_soon(self._share_pauses_forever, create_pause, shared)
             try:
                 yield
             finally:
-                renewing.cancel_scope.cancel()
+                background.cancel_scope.cancel()
+
+    async def _share_pauses_forever(self, gate: PauseGate, shared: float) -> None:
+        while True:
+            await anyio.sleep(_PAUSE_CHECK)
+            shared = await self._share_pause(gate, shared)
+
+    async def _share_pause(self, gate: PauseGate, shared: float) -> float:
+        """Write this worker's pause if it is new since ``shared``; take the batch's.
+
+        Returns the local deadline now accounted for (the next ``shared``).
+        """
+        ours = max(gate.until - time.monotonic(), 0.0) if gate.until > shared else 0.0
+
+        async def share(conn: asyncpg.Connection) -> Any:
+            return await conn.fetchval(_SHARE_PAUSE, self.batch, ours)
+
+        with contextlib.suppress(JournalError):
+            remaining = await self._run(share, retry=False)
+            if remaining is not None and remaining > 0:
+                gate.pause_for(float(remaining))
+        return gate.until
 
     async def _renew_forever(self) -> None:
         """Every third of a lease: push back the deadlines of every input this worker holds."""

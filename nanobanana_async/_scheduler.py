@@ -46,7 +46,7 @@ from ._errors import (
     UsageError,
 )
 from ._journal import Journal, JournalEntry, request_fingerprint
-from ._limits import ImageHold
+from ._limits import ImageHold, PauseGate
 from ._models import ImageRequest, Outcome, as_request
 from ._observe import Observer
 
@@ -274,8 +274,10 @@ class _Batch:
         observer: Observer | None,
         batch: int,
         max_creates: int | None,
+        create_pause: PauseGate | None,
     ) -> None:
         self.job = job
+        self.create_pause = create_pause
         self.observer = observer
         self.batch = batch
         self.outcomes = self.succeeded = self.skipped = 0
@@ -305,7 +307,7 @@ class _Batch:
                         await stack.enter_async_context(journal)
                         journal.claim_for_batch()
                         stack.callback(journal.release_from_batch)
-                        await stack.enter_async_context(journal.keeping_leases())
+                        await stack.enter_async_context(journal.working(self.create_pause))
                         if isinstance(self.leftovers, AsyncGenerator):
                             stack.push_async_callback(self.leftovers.aclose)
                     async with anyio.create_task_group() as workers:
@@ -387,6 +389,7 @@ class OutcomeStream:
         observer: Observer | None = None,
         batch: int = 0,
         max_creates: int | None = None,
+        create_pause: PauseGate | None = None,
     ) -> None:
         self._host = host
         self._ordered = ordered
@@ -404,6 +407,7 @@ class OutcomeStream:
             observer=observer,
             batch=batch,
             max_creates=max_creates,
+            create_pause=create_pause,
         )
         self._own_group: TaskGroup | None = None
         self._started = False
