@@ -71,7 +71,8 @@ from ._journal import Journal, JournalEntry, JournalState, request_fingerprint
 from ._models import ImageRequest, ImageResult, Outcome, Task, TaskStatus
 from ._observe import EventStream
 from ._polling import AdaptivePolling, FixedPolling, PollingPolicy
-from ._postgres_journal import BatchWorker, PostgresJournal
+from ._postgres_journal import PostgresJournal
+from ._postgres_reader import BatchWorker, read_postgres_journal
 from ._retry import Backoff, RetryPolicy
 from ._scheduler import OutcomeStream
 from ._stats import Latency, Stats
@@ -154,6 +155,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "read_journal",
+    "read_postgres_journal",
     "request_fingerprint",
     "sniff_image",
 ]

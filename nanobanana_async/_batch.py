@@ -10,13 +10,14 @@ from __future__ import annotations
 import attrs
 
 from ._errors import MaxJobsReachedError, SubmissionUncertainError
+from ._feed import BatchInput
 from ._jobs import JobOptions, JobRunner
 from ._logs import logger
 from ._models import ImageRequest, Outcome
 from ._naming import file_stem
 from ._observe import JobTrace, Observer
 from ._resume import BatchJournal, Resume
-from ._scheduler import BatchInput, SendGate
+from ._scheduler import SendGate
 
 __all__ = ["BatchJob"]
 

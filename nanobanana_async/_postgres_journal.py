@@ -27,130 +27,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
-import attrs
 import yarl
 
+from . import _postgres_sql as sql
 from ._errors import ConfigurationError, JournalError
-from ._journal import ROW_COLUMNS, Journal, JournalEntry, JournalState, entry_from_row, row_of
+from ._journal import Journal, JournalEntry, JournalState, entry_from_row, row_of
 from ._limits import PauseGate
 
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "BatchWorker",
-    "PostgresJournal",
-    "is_postgres_url",
-    "read_postgres_journal",
-    "redact_dsn",
-]
+__all__ = ["PostgresJournal", "import_asyncpg", "is_postgres_url", "redact_dsn"]
 
-#: 1: batches, inputs with leases, workers.
-SCHEMA_VERSION: Final = 1
 T = TypeVar("T")
-
-#: States no worker works on any more: their rows need no lease.
-_SETTLED: Final = ("saved", "failed", "uncertain")
 _HIDDEN: Final = "***"
-#: Any number will do, as long as it is always the same: it serialises schema set-up.
-_SCHEMA_LOCK: Final = 0x4E42_4A31
-
-_SCHEMA: Final = """
-CREATE TABLE nanobanana_batches (
-    name text PRIMARY KEY,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    creates_paused_until timestamptz
-);
-CREATE TABLE nanobanana_inputs (
-    batch text NOT NULL REFERENCES nanobanana_batches (name) ON DELETE CASCADE,
-    request_hash text NOT NULL,
-    occurrence integer NOT NULL,
-    idx bigint NOT NULL,
-    request text NOT NULL,
-    state text NOT NULL,
-    client_key text, task_id text, image_url text, expires_at double precision,
-    path text, sha256 text, error_type text, error text,
-    updated_at double precision NOT NULL,
-    lease_owner text,
-    lease_until timestamptz,
-    PRIMARY KEY (batch, request_hash, occurrence)
-);
-CREATE INDEX nanobanana_inputs_by_position ON nanobanana_inputs (batch, idx);
-CREATE TABLE nanobanana_workers (
-    batch text NOT NULL REFERENCES nanobanana_batches (name) ON DELETE CASCADE,
-    worker text NOT NULL,
-    host text NOT NULL,
-    pid integer NOT NULL,
-    started_at timestamptz NOT NULL DEFAULT now(),
-    seen_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (batch, worker)
-);
-"""
-_COLUMN_LIST: Final = ", ".join(ROW_COLUMNS)
-_SELECT: Final = f"SELECT {_COLUMN_LIST} FROM nanobanana_inputs"  # noqa: S608 (constants)
-# Writes only while the row is free, this worker's, or its holder's lease has run out;
-# a settled row gives its lease back.
-_PUT: Final = f"""
-INSERT INTO nanobanana_inputs (batch, {_COLUMN_LIST}, lease_owner, lease_until)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-    $16, now() + make_interval(secs => $17))
-ON CONFLICT (batch, request_hash, occurrence) DO UPDATE SET
-    idx = EXCLUDED.idx, request = EXCLUDED.request, state = EXCLUDED.state,
-    client_key = EXCLUDED.client_key, task_id = EXCLUDED.task_id,
-    image_url = EXCLUDED.image_url, expires_at = EXCLUDED.expires_at, path = EXCLUDED.path,
-    sha256 = EXCLUDED.sha256, error_type = EXCLUDED.error_type, error = EXCLUDED.error,
-    updated_at = EXCLUDED.updated_at,
-    lease_owner = CASE WHEN EXCLUDED.state IN ('saved', 'failed', 'uncertain')
-        THEN NULL ELSE EXCLUDED.lease_owner END,
-    lease_until = CASE WHEN EXCLUDED.state IN ('saved', 'failed', 'uncertain')
-        THEN NULL ELSE EXCLUDED.lease_until END
-WHERE nanobanana_inputs.lease_owner IS NULL OR nanobanana_inputs.lease_owner = $16
-    OR nanobanana_inputs.lease_until < now()
-RETURNING 1
-"""  # noqa: S608 (constants)
-# Take an input for this worker: insert it (pending) if new, else stamp the lease on it
-# unless another worker holds a live one. Settled rows are returned without a lease.
-_CLAIM: Final = f"""
-INSERT INTO nanobanana_inputs (batch, {_COLUMN_LIST}, lease_owner, lease_until)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-    $16, now() + make_interval(secs => $17))
-ON CONFLICT (batch, request_hash, occurrence) DO UPDATE SET
-    idx = EXCLUDED.idx,
-    lease_owner = CASE WHEN nanobanana_inputs.state IN ('saved', 'failed', 'uncertain')
-        THEN nanobanana_inputs.lease_owner ELSE EXCLUDED.lease_owner END,
-    lease_until = CASE WHEN nanobanana_inputs.state IN ('saved', 'failed', 'uncertain')
-        THEN nanobanana_inputs.lease_until ELSE EXCLUDED.lease_until END
-WHERE nanobanana_inputs.state IN ('saved', 'failed', 'uncertain')
-    OR nanobanana_inputs.lease_owner IS NULL OR nanobanana_inputs.lease_owner = $16
-    OR nanobanana_inputs.lease_until < now()
-RETURNING {_COLUMN_LIST}
-"""  # noqa: S608 (constants)
-
-
-# A block of rows whose holder's lease ran out, leased to this worker; rows other workers
-# are taking at this moment are skipped, not waited for.
-_TAKE_EXPIRED: Final = f"""
-UPDATE nanobanana_inputs SET lease_owner = $2, lease_until = now() + make_interval(secs => $3)
-WHERE (batch, request_hash, occurrence) IN (
-    SELECT batch, request_hash, occurrence FROM nanobanana_inputs
-    WHERE batch = $1 AND state NOT IN ('saved', 'failed', 'uncertain')
-        AND lease_owner IS NOT NULL AND lease_until < now()
-    ORDER BY idx LIMIT 32 FOR UPDATE SKIP LOCKED)
-RETURNING {_COLUMN_LIST}
-"""  # noqa: S608 (constants)
-
-
 #: Seconds between two looks at the batch's shared 429 pause.
 _PAUSE_CHECK: Final = 0.5
-# Push this worker's pause (seconds from now, 0 for none) and read the batch's.
-_SHARE_PAUSE: Final = """
-UPDATE nanobanana_batches SET creates_paused_until = CASE WHEN $2::float8 > 0
-    THEN greatest(coalesce(creates_paused_until, now()), now() + make_interval(secs => $2::float8))
-    ELSE creates_paused_until END
-WHERE name = $1
-RETURNING extract(epoch FROM creates_paused_until - now())::float8
-"""
 
 
 def redact_dsn(dsn: str) -> str:
@@ -166,7 +58,7 @@ def redact_dsn(dsn: str) -> str:
     return str(url)
 
 
-def _import_asyncpg() -> Any:
+def import_asyncpg() -> Any:
     try:
         import asyncpg
     except ImportError:
@@ -221,22 +113,11 @@ class PostgresJournal(Journal):
         """The connection string with its password replaced by ``***``, fit to show."""
         return redact_dsn(dsn)
 
-    @staticmethod
-    async def read(
-        dsn: str, batch: str, *, missing_ok: bool = False
-    ) -> tuple[list[JournalEntry], list[BatchWorker]]:
-        """A batch's rows (in input order) and its workers, for tools; nothing is written.
-
-        A database or batch with no journal yet raises ``JournalError``, or with
-        ``missing_ok`` reads as an empty batch.
-        """
-        return await read_postgres_journal(dsn, batch, missing_ok=missing_ok)
-
     # -- opening and closing --------------------------------------------------------
 
     async def open(self) -> None:
         """Connect, create or check the schema, register the batch and this worker."""
-        asyncpg = _import_asyncpg()
+        asyncpg = import_asyncpg()
         try:
             # No floor of idle connections: a pool keeping one logs a traceback of its own
             # while the database restarts; connections are made as they are needed.
@@ -257,7 +138,7 @@ class PostgresJournal(Journal):
 
     async def _set_up(self, conn: asyncpg.Connection) -> None:
         async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", sql.SCHEMA_LOCK)
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS nanobanana_meta (key text PRIMARY KEY, value text)"
             )
@@ -265,15 +146,15 @@ class PostgresJournal(Journal):
                 "SELECT value FROM nanobanana_meta WHERE key = 'schema_version'"
             )
             if found is None:
-                await conn.execute(_SCHEMA)
+                await conn.execute(sql.SCHEMA)
                 await conn.execute(
                     "INSERT INTO nanobanana_meta VALUES ('schema_version', $1)",
-                    str(SCHEMA_VERSION),
+                    str(sql.SCHEMA_VERSION),
                 )
-            elif int(found) > SCHEMA_VERSION:
+            elif int(found) > sql.SCHEMA_VERSION:
                 raise JournalError(
                     f"{self!r}: the database holds journal schema {found}, newer than this "
-                    f"nanobanana_async knows ({SCHEMA_VERSION}); upgrade nanobanana_async"
+                    f"nanobanana_async knows ({sql.SCHEMA_VERSION}); upgrade nanobanana_async"
                 )
             await conn.execute(
                 "INSERT INTO nanobanana_batches (name) VALUES ($1) ON CONFLICT DO NOTHING",
@@ -350,7 +231,7 @@ class PostgresJournal(Journal):
         ours = max(gate.until - time.monotonic(), 0.0) if gate.until > shared else 0.0
 
         async def share(conn: asyncpg.Connection) -> Any:
-            return await conn.fetchval(_SHARE_PAUSE, self.batch, ours)
+            return await conn.fetchval(sql.SHARE_PAUSE, self.batch, ours)
 
         with contextlib.suppress(JournalError):
             remaining = await self._run(share, retry=False)
@@ -385,7 +266,7 @@ class PostgresJournal(Journal):
         """The row of this input, if any."""
         row = await self._run(
             lambda conn: conn.fetchrow(
-                f"{_SELECT} WHERE batch = $1 AND request_hash = $2 AND occurrence = $3",
+                f"{sql.SELECT} WHERE batch = $1 AND request_hash = $2 AND occurrence = $3",
                 self.batch,
                 request_hash,
                 occurrence,
@@ -396,7 +277,7 @@ class PostgresJournal(Journal):
     async def put(self, entry: JournalEntry) -> None:
         """Write ``entry``'s row, while the input is this worker's; returns once committed."""
         values = (self.batch, *row_of(entry), self.worker, self.lease_seconds)
-        written = await self._run(lambda conn: conn.fetchval(_PUT, *values))
+        written = await self._run(lambda conn: conn.fetchval(sql.PUT, *values))
         if written is None:
             raise JournalError(
                 f"{self!r}: input {entry.index} is held by another worker (this worker's "
@@ -409,7 +290,7 @@ class PostgresJournal(Journal):
         A settled row (saved, failed, uncertain) comes back as it is, with no lease.
         """
         values = (self.batch, *row_of(entry), self.worker, self.lease_seconds)
-        row = await self._run(lambda conn: conn.fetchrow(_CLAIM, *values))
+        row = await self._run(lambda conn: conn.fetchrow(sql.CLAIM, *values))
         return None if row is None else entry_from_row(tuple(row))
 
     async def let_go(self, request_hash: str, occurrence: int) -> None:
@@ -455,13 +336,13 @@ class PostgresJournal(Journal):
 
     async def _take_expired(self, conn: asyncpg.Connection) -> list[Any]:
         lease = self.lease_seconds
-        rows: list[Any] = await conn.fetch(_TAKE_EXPIRED, self.batch, self.worker, lease)
+        rows: list[Any] = await conn.fetch(sql.TAKE_EXPIRED, self.batch, self.worker, lease)
         return rows
 
     async def entries(self) -> list[JournalEntry]:
         """Every row of this batch, in input order."""
         rows = await self._run(
-            lambda conn: conn.fetch(f"{_SELECT} WHERE batch = $1 ORDER BY idx", self.batch)
+            lambda conn: conn.fetch(f"{sql.SELECT} WHERE batch = $1 ORDER BY idx", self.batch)
         )
         return [entry_from_row(tuple(row)) for row in rows]
 
@@ -512,7 +393,7 @@ class PostgresJournal(Journal):
         Every statement here is idempotent (upserts and conditional updates), so
         running one again after a connection died mid-way is safe.
         """
-        asyncpg = _import_asyncpg()
+        asyncpg = import_asyncpg()
         if self._pool is None:
             raise JournalError(f"{self!r} is not open; use 'async with journal:'")
         # What a database going away (a restart, a lost network) looks like from here;
@@ -550,60 +431,3 @@ class PostgresJournal(Journal):
 def is_postgres_url(target: str) -> bool:
     """True for a ``postgresql://`` (or ``postgres://``) connection string."""
     return target.startswith(("postgresql://", "postgres://"))
-
-
-@attrs.frozen
-class BatchWorker:
-    """A worker of a batch, and how many unsettled inputs it holds under a live lease."""
-
-    worker: str
-    host: str
-    pid: int
-    seen_ago: float
-    holding: int
-
-
-async def read_postgres_journal(
-    dsn: str, batch: str, *, missing_ok: bool = False
-) -> tuple[list[JournalEntry], list[BatchWorker]]:
-    """A batch's rows (in input order) and its workers, read without registering as one.
-
-    For tools (the manifest, ``nanobanana journal``, a dry run): nothing is
-    written. A database or batch with no journal yet is an error, or, with
-    ``missing_ok``, an empty batch.
-    """
-    asyncpg = _import_asyncpg()
-    shown = redact_dsn(dsn)
-    try:
-        conn = await asyncpg.connect(dsn, timeout=30)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        detail = str(exc).replace(dsn, shown)
-        raise JournalError(f"cannot read {shown}: {type(exc).__name__}: {detail}") from None
-    try:
-        if await conn.fetchval("SELECT to_regclass('nanobanana_meta')") is None:
-            if missing_ok:
-                return [], []
-            raise JournalError(f"{shown} holds no nanobanana journal")
-        if await conn.fetchval("SELECT 1 FROM nanobanana_batches WHERE name = $1", batch) is None:
-            if missing_ok:
-                return [], []
-            raise JournalError(f"{shown} has no batch {batch!r}")
-        rows = await conn.fetch(f"{_SELECT} WHERE batch = $1 ORDER BY idx", batch)
-        workers = await conn.fetch(
-            "SELECT w.worker, w.host, w.pid, extract(epoch FROM now() - w.seen_at), "
-            "(SELECT count(*) FROM nanobanana_inputs i WHERE i.batch = w.batch "
-            "AND i.lease_owner = w.worker AND i.lease_until > now() "
-            "AND i.state NOT IN ('saved', 'failed', 'uncertain')) "
-            "FROM nanobanana_workers w WHERE w.batch = $1 ORDER BY w.started_at",
-            batch,
-        )
-    except asyncpg.PostgresError as exc:
-        raise JournalError(f"cannot read {shown}: {type(exc).__name__}: {exc}") from None
-    finally:
-        await conn.close()
-    entries = [entry_from_row(tuple(row)) for row in rows]
-    holders = [
-        BatchWorker(worker=w[0], host=w[1], pid=w[2], seen_ago=float(w[3]), holding=w[4])
-        for w in workers
-    ]
-    return entries, holders

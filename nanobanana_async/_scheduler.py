@@ -22,17 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterable,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterable,
-    Iterator,
-)
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Final, Self
 
 import anyio
 from anyio.abc import TaskGroup
@@ -40,144 +32,20 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ._errors import (
     FATAL_ERRORS,
-    InvalidRequestError,
     MaxJobsReachedError,
     NanoBananaError,
     UsageError,
 )
-from ._journal import Journal, JournalEntry, request_fingerprint
+from ._feed import BatchInput, InputFeed, Inputs
+from ._journal import Journal
 from ._limits import ImageHold, PauseGate
-from ._models import ImageRequest, Outcome, as_request
+from ._models import Outcome
 from ._observe import Observer
 
-__all__ = ["BatchInput", "JobFunction", "OutcomeStream", "SendGate"]
-
-Inputs = Iterable[ImageRequest | str] | AsyncIterable[ImageRequest | str]
-
+__all__ = ["JobFunction", "OutcomeStream", "SendGate"]
 
 #: Seconds a cancelled consumer waits, at most, for its batch to wind down.
 _WIND_DOWN: Final = 30.0
-
-#: What the input's iterator gives back once it has nothing more.
-_END: Final = object()
-
-
-class BatchInput:
-    """One pulled input: its position, its request (or why it is not one) and its identity."""
-
-    __slots__ = ("error", "fingerprint", "index", "late", "occurrence", "request")
-
-    def __init__(self, index: int, item: object, occurrences: dict[str, int] | None) -> None:
-        self.index = index
-        self.late = False  # left over by another worker: its index is not in this input's order
-        self.request: ImageRequest | None = None
-        self.error: InvalidRequestError | None = None
-        self.fingerprint = ""
-        self.occurrence = 0
-        try:
-            self.request = as_request(item)
-        except InvalidRequestError as exc:
-            self.error = exc
-            return
-        if occurrences is not None:
-            self.fingerprint = request_fingerprint(self.request)
-            self.occurrence = occurrences.get(self.fingerprint, 0)
-            occurrences[self.fingerprint] = self.occurrence + 1
-
-    @classmethod
-    def left_over(cls, entry: JournalEntry) -> BatchInput:
-        """An input another worker left unfinished: its identity is the row's, not counted."""
-        pulled = cls(entry.index, ImageRequest(**entry.request), None)
-        pulled.fingerprint, pulled.occurrence = entry.request_hash, entry.occurrence
-        pulled.late = True
-        return pulled
-
-
-class _InputFeed:
-    """Hands out inputs from a sync or async iterable, one at a time, numbered in order.
-
-    With ``identify``, each input is also told which occurrence of its request
-    it is; that count is taken as the input is pulled, so it follows input
-    order whatever order the jobs then run in. ``occurrences`` is what the
-    whole input asked for once it is exhausted. An exception raised by the
-    iterable ends the feed; it is kept in ``error`` for the consumer.
-    """
-
-    def __init__(
-        self,
-        inputs: Inputs,
-        *,
-        identify: bool,
-        leftovers: AsyncIterator[JournalEntry] | None = None,
-    ) -> None:
-        self._sync: Iterator[Any] | None = None
-        self._async: AsyncIterator[Any] | None = None
-        if isinstance(inputs, AsyncIterable):
-            self._async = aiter(inputs)
-        elif isinstance(inputs, Iterable) and not isinstance(inputs, (str, bytes, ImageRequest)):
-            self._sync = iter(inputs)
-        else:
-            raise UsageError(
-                "generate_many takes an iterable (or async iterable) of ImageRequest or prompt "
-                f"strings, got {type(inputs).__name__}; wrap a single prompt in a list"
-            )
-        self._lock = asyncio.Lock()  # only async inputs need it: next() on a sync one never yields
-        self._next_index = 0
-        self.occurrences: dict[str, int] | None = {} if identify else None
-        self.exhausted = False
-        self.error: Exception | None = None
-        self._leftovers = leftovers
-
-    async def next(self) -> BatchInput | None:
-        pulled = await self._next_input() if not self.exhausted else None
-        if pulled is None and self._leftovers is not None and self.error is None:
-            return await self._next_leftover()
-        return pulled
-
-    async def _next_leftover(self) -> BatchInput | None:
-        """Once the input is read: the inputs a shared journal says other workers left."""
-        assert self._leftovers is not None
-        async with self._lock:  # an async generator cannot be stepped by two tasks at once
-            entry = await anext(self._leftovers, None)
-        return None if entry is None else BatchInput.left_over(entry)
-
-    async def _next_input(self) -> BatchInput | None:
-        if self._sync is not None:
-            # A worker handed a window slot just as the batch was cancelled must not pull.
-            await anyio.lowlevel.checkpoint_if_cancelled()
-            if self.exhausted:
-                return None
-            try:
-                item = next(self._sync, _END)
-            except BaseException as exc:
-                self._failed(exc)
-                return None
-            return self._numbered(item)
-        assert self._async is not None
-        async with self._lock:
-            await anyio.lowlevel.checkpoint_if_cancelled()  # as above, for the lock
-            if self.exhausted:
-                return None
-            try:
-                item = await anext(self._async, _END)
-            except BaseException as exc:
-                self._failed(exc)
-                return None
-            return self._numbered(item)
-
-    def _failed(self, exc: BaseException) -> None:
-        self.exhausted = True
-        if not isinstance(exc, Exception):
-            raise exc  # cancellation, KeyboardInterrupt and the like go on as they are
-        self.error = exc
-
-    def _numbered(self, item: object) -> BatchInput | None:
-        if item is _END:
-            self.exhausted = True
-            return None
-        index = self._next_index
-        self._next_index += 1
-        return BatchInput(index, item, self.occurrences)
 
 
 def _unwrapped(exc: Exception) -> Exception:
@@ -212,7 +80,7 @@ class SendGate:
 
     __slots__ = ("_feed", "creates_left", "fatal", "max_creates")
 
-    def __init__(self, feed: _InputFeed, max_creates: int | None = None) -> None:
+    def __init__(self, feed: InputFeed, max_creates: int | None = None) -> None:
         self._feed = feed
         self.fatal: NanoBananaError | None = None
         self.max_creates = max_creates
@@ -284,7 +152,7 @@ class _Batch:
         self.workers = workers
         self.journal = journal
         self.leftovers = journal.leftovers() if journal is not None else None
-        self.feed = _InputFeed(inputs, identify=identify, leftovers=self.leftovers)
+        self.feed = InputFeed(inputs, identify=identify, leftovers=self.leftovers)
         self.gate = SendGate(self.feed, max_creates)
         self.send = send
         self.window = window

@@ -24,7 +24,13 @@ import anyio
 from rich.console import Console
 from rich.table import Table
 
-from nanobanana_async import JournalEntry, JournalReader, JournalState, PostgresJournal
+from nanobanana_async import (
+    JournalEntry,
+    JournalReader,
+    JournalState,
+    PostgresJournal,
+    read_postgres_journal,
+)
 
 from ._cost import Kind, PriceTable, kind_label, money
 from ._inputs import BadLine, PromptSource, identified, read_prompts
@@ -68,7 +74,7 @@ def _lookup(args: argparse.Namespace) -> Iterator[Lookup | None]:
     """The journal's look-up by (fingerprint, occurrence), or None when there is no journal yet."""
     if args.journal and PostgresJournal.is_url(args.journal):
         batch = args.batch or default_batch_name(args.prompts)
-        read = functools.partial(PostgresJournal.read, args.journal, batch, missing_ok=True)
+        read = functools.partial(read_postgres_journal, args.journal, batch, missing_ok=True)
         entries, _ = anyio.run(read)
         by_key = {entry.key: entry for entry in entries}
         yield (lambda request_hash, occurrence: by_key.get((request_hash, occurrence)))

@@ -22,6 +22,7 @@ from nanobanana_async import (
     JournalState,
     PostgresJournal,
     read_journal,
+    read_postgres_journal,
 )
 
 __all__ = ["journal_command", "resolve_journal"]
@@ -59,7 +60,7 @@ def _read(args: argparse.Namespace) -> tuple[str, Iterable[JournalEntry], list[B
         return str(path), read_journal(path), None
     if not args.batch:
         raise JournalError("with a PostgreSQL journal, --batch NAME says which batch to show")
-    read = functools.partial(PostgresJournal.read, args.target, args.batch)
+    read = functools.partial(read_postgres_journal, args.target, args.batch)
     entries, workers = anyio.run(read)
     return f"{PostgresJournal.redact(args.target)} batch {args.batch}", entries, workers
 

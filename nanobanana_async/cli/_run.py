@@ -29,6 +29,7 @@ from nanobanana_async import (
     NanoBananaError,
     PostgresJournal,
     SQLiteJournal,
+    read_postgres_journal,
 )
 
 from . import report_error
@@ -305,7 +306,7 @@ class _JournalChoice:
         deadline = time.monotonic() + (_REACHABLE_WITHIN if patient else 0.0)
         while True:
             try:
-                entries, _ = await PostgresJournal.read(self.dsn, self.batch)
+                entries, _ = await read_postgres_journal(self.dsn, self.batch)
             except JournalError:
                 if time.monotonic() >= deadline:
                     if patient:

@@ -1,0 +1,73 @@
+"""Reading a PostgreSQL batch for tools: its rows and its workers, with nothing written.
+
+The manifest, the contact sheet, ``nanobanana journal`` and a dry run read a
+batch this way, without registering as a worker or touching a lease.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from . import _postgres_sql as sql
+from ._errors import JournalError
+from ._journal import JournalEntry, entry_from_row
+from ._postgres_journal import import_asyncpg, redact_dsn
+
+__all__ = ["BatchWorker", "read_postgres_journal"]
+
+
+@attrs.frozen
+class BatchWorker:
+    """A worker of a batch, and how many unsettled inputs it holds under a live lease."""
+
+    worker: str
+    host: str
+    pid: int
+    seen_ago: float
+    holding: int
+
+
+async def read_postgres_journal(
+    dsn: str, batch: str, *, missing_ok: bool = False
+) -> tuple[list[JournalEntry], list[BatchWorker]]:
+    """A batch's rows (in input order) and its workers, read without registering as one.
+
+    For tools (the manifest, ``nanobanana journal``, a dry run): nothing is
+    written. A database or batch with no journal yet is an error, or, with
+    ``missing_ok``, an empty batch.
+    """
+    asyncpg = import_asyncpg()
+    shown = redact_dsn(dsn)
+    try:
+        conn = await asyncpg.connect(dsn, timeout=30)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        detail = str(exc).replace(dsn, shown)
+        raise JournalError(f"cannot read {shown}: {type(exc).__name__}: {detail}") from None
+    try:
+        if await conn.fetchval("SELECT to_regclass('nanobanana_meta')") is None:
+            if missing_ok:
+                return [], []
+            raise JournalError(f"{shown} holds no nanobanana journal")
+        if await conn.fetchval("SELECT 1 FROM nanobanana_batches WHERE name = $1", batch) is None:
+            if missing_ok:
+                return [], []
+            raise JournalError(f"{shown} has no batch {batch!r}")
+        rows = await conn.fetch(f"{sql.SELECT} WHERE batch = $1 ORDER BY idx", batch)
+        workers = await conn.fetch(
+            "SELECT w.worker, w.host, w.pid, extract(epoch FROM now() - w.seen_at), "
+            "(SELECT count(*) FROM nanobanana_inputs i WHERE i.batch = w.batch "
+            "AND i.lease_owner = w.worker AND i.lease_until > now() "
+            "AND i.state NOT IN ('saved', 'failed', 'uncertain')) "
+            "FROM nanobanana_workers w WHERE w.batch = $1 ORDER BY w.started_at",
+            batch,
+        )
+    except asyncpg.PostgresError as exc:
+        raise JournalError(f"cannot read {shown}: {type(exc).__name__}: {exc}") from None
+    finally:
+        await conn.close()
+    entries = [entry_from_row(tuple(row)) for row in rows]
+    holders = [
+        BatchWorker(worker=w[0], host=w[1], pid=w[2], seen_ago=float(w[3]), holding=w[4])
+        for w in workers
+    ]
+    return entries, holders
