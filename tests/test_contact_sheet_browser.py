@@ -9,26 +9,15 @@ included) and ask for nothing but files. The screenshot is kept in
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
+from .browser import ARTIFACTS, headless_chromium
 from .test_contact_sheet import nanobanana, top_level_images
 
 pytestmark = pytest.mark.anyio
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-#: Headless, as root, on a machine whose only network is loopback.
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PROMPTS = [
     "a red fox in the snow",
     "a lighthouse at dusk",
@@ -42,11 +31,6 @@ LOADED = "[...document.images].filter(i => i.complete && i.naturalWidth > 0).len
 async def test_the_contact_sheet_opened_from_disk_shows_every_image_without_javascript(
     tmp_path: Path,
 ) -> None:
-    playwright_api = pytest.importorskip(
-        "playwright.async_api", reason="Playwright is not installed: pip install -e '.[test]'"
-    )
-    if CHROMIUM is None:
-        pytest.skip("no Chromium: install Debian's package with 'apt-get install chromium'")
     (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")
     result = nanobanana(
         tmp_path, "run", "prompts.txt", "--out", "out", "--simulate", "--simulate-latency", "fast"
@@ -57,32 +41,25 @@ async def test_the_contact_sheet_opened_from_disk_shows_every_image_without_java
     assert len(images) == 4
 
     requested: list[str] = []
-    async with playwright_api.async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS
+    async with headless_chromium() as browser:
+        context = await browser.new_context(
+            java_script_enabled=False, viewport={"width": 1280, "height": 1000}
         )
-        try:
-            context = await browser.new_context(
-                java_script_enabled=False, viewport={"width": 1280, "height": 1000}
-            )
-            page = await context.new_page()
-            page.on("request", lambda request: requested.append(request.url))
-            await page.goto((out / "index.html").as_uri(), wait_until="load")
-            await page.wait_for_function(f"{LOADED} === {len(images)}", timeout=15_000)
-            loaded = await page.evaluate(LOADED)
-            shown = await page.eval_on_selector_all(
-                "img", "nodes => nodes.map(node => decodeURIComponent(node.src.split('/').pop()))"
-            )
-            prompts = await page.eval_on_selector_all(
-                ".prompt", "nodes => nodes.map(node => node.textContent)"
-            )
-            reasons = await page.eval_on_selector_all(
-                ".reason", "nodes => nodes.map(node => node.textContent)"
-            )
-            ARTIFACTS.mkdir(exist_ok=True)
-            await page.screenshot(path=str(ARTIFACTS / "contact-sheet.png"), full_page=True)
-        finally:
-            await browser.close()
+        page = await context.new_page()
+        page.on("request", lambda request: requested.append(request.url))
+        await page.goto((out / "index.html").as_uri(), wait_until="load")
+        await page.wait_for_function(f"{LOADED} === {len(images)}", timeout=15_000)
+        loaded = await page.evaluate(LOADED)
+        shown = await page.eval_on_selector_all(
+            "img", "nodes => nodes.map(node => decodeURIComponent(node.src.split('/').pop()))"
+        )
+        prompts = await page.eval_on_selector_all(
+            ".prompt", "nodes => nodes.map(node => node.textContent)"
+        )
+        reasons = await page.eval_on_selector_all(
+            ".reason", "nodes => nodes.map(node => node.textContent)"
+        )
+        await page.screenshot(path=str(ARTIFACTS / "contact-sheet.png"), full_page=True)
     assert loaded == len(images)
     assert set(shown) == images
     assert sorted(prompts) == sorted(PROMPTS)

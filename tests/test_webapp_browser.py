@@ -8,28 +8,15 @@ skips and says how to get it. The screenshot it takes is kept in
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from nanobanana_async.testing import LatencyProfile, Simulator
 
+from .browser import ARTIFACTS, headless_chromium
 from .test_webapp import serve
 
 pytestmark = pytest.mark.anyio
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-#: Headless, as root, on a machine whose only network is loopback.
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PROMPTS = [
     "a red fox in the snow",
     "a lighthouse at dusk",
@@ -43,33 +30,21 @@ PROMPTS = [
 async def test_a_browser_starts_a_batch_of_six_prompts_and_sees_six_images(
     sim: Simulator,
 ) -> None:
-    playwright_api = pytest.importorskip(
-        "playwright.async_api", reason="Playwright is not installed: pip install -e '.[test]'"
-    )
-    if CHROMIUM is None:
-        pytest.skip("no Chromium: install Debian's package with 'apt-get install chromium'")
     sim.latency = LatencyProfile(default_seconds=(0.2, 0.8))
-    async with serve(sim) as server, playwright_api.async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS
+    async with headless_chromium() as browser, serve(sim) as server:
+        page = await browser.new_page()
+        await page.goto(str(server.make_url("/")))
+        await page.fill("#prompts", "\n".join(PROMPTS))
+        await page.click("button[type=submit]")
+        await page.wait_for_selector("#status >> text=done: 6 images, 0 failed", timeout=30_000)
+        loaded = await page.evaluate(
+            "[...document.querySelectorAll('#grid img')]"
+            ".filter(image => image.complete && image.naturalWidth > 0).length"
         )
-        try:
-            page = await browser.new_page()
-            await page.goto(str(server.make_url("/")))
-            await page.fill("#prompts", "\n".join(PROMPTS))
-            await page.click("button[type=submit]")
-            await page.wait_for_selector("#status >> text=done: 6 images, 0 failed", timeout=30_000)
-            loaded = await page.evaluate(
-                "[...document.querySelectorAll('#grid img')]"
-                ".filter(image => image.complete && image.naturalWidth > 0).length"
-            )
-            captions = await page.eval_on_selector_all(
-                "#grid figcaption", "nodes => nodes.map(node => node.textContent)"
-            )
-            ARTIFACTS.mkdir(exist_ok=True)
-            await page.screenshot(path=str(ARTIFACTS / "webapp-batch.png"), full_page=True)
-        finally:
-            await browser.close()
+        captions = await page.eval_on_selector_all(
+            "#grid figcaption", "nodes => nodes.map(node => node.textContent)"
+        )
+        await page.screenshot(path=str(ARTIFACTS / "webapp-batch.png"), full_page=True)
     assert loaded == 6
     assert sorted(captions) == sorted(PROMPTS)
     assert sim.counters.create_requests == 6
