@@ -9,6 +9,7 @@ import os
 import re
 import struct
 import subprocess
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,34 @@ def png_size(data: bytes) -> tuple[int, int]:
     assert data.endswith(b"IEND\xaeB`\x82")
     width, height = struct.unpack(">II", data[16:24])
     return width, height
+
+
+def decode_png(data: bytes) -> tuple[int, int, list[bytes]]:
+    """An 8-bit RGB PNG checked chunk by chunk (CRCs, one IDAT, Adler-32): width, height, rows.
+
+    Each row keeps its leading filter byte.
+    """
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    offset, kinds, idat = 8, [], b""
+    width = height = 0
+    while offset < len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        kind = data[offset + 4 : offset + 8]
+        payload = data[offset + 8 : offset + 8 + length]
+        (crc,) = struct.unpack(">I", data[offset + 8 + length : offset + 12 + length])
+        assert crc == zlib.crc32(kind + payload), kind
+        kinds.append(kind)
+        if kind == b"IHDR":
+            width, height, depth, colour = struct.unpack(">IIBB", payload[:10])
+            assert (depth, colour) == (8, 2)
+        elif kind == b"IDAT":
+            idat += payload
+        offset += 12 + length
+    assert kinds == [b"IHDR", b"IDAT", b"IEND"]
+    raw = zlib.decompress(idat)  # checks the Adler-32 trailer too
+    stride = 1 + 3 * width
+    assert len(raw) == height * stride
+    return width, height, [raw[y * stride : (y + 1) * stride] for y in range(height)]
 
 
 def exception_chain(error: BaseException) -> Iterator[BaseException]:

@@ -8,7 +8,6 @@ broken stream all fail.
 
 from __future__ import annotations
 
-import struct
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +20,8 @@ from nanobanana_async.testing import LatencyProfile, Simulator, _png
 from nanobanana_async.testing._glyphs import BOX, caption_layout, draw, fit_text, transliterate
 from nanobanana_async.testing._png import ImageCache, dimensions
 
+from .helpers import decode_png
+
 DEMO_PROMPTS = Path(__file__).resolve().parent.parent / "examples" / "prompts.txt"
 
 # Drawn again here, independently of the font module, to read letters out of an image.
@@ -29,28 +30,8 @@ LETTER_E = ("#####", "#....", "#....", "####.", "#....", "#....", "#####")
 
 
 def decode(data: bytes) -> tuple[int, int, list[bytes]]:
-    """Check a PNG chunk by chunk and return width, height and its RGB rows (filters undone)."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    offset, kinds, idat = 8, [], b""
-    width = height = 0
-    while offset < len(data):
-        (length,) = struct.unpack(">I", data[offset : offset + 4])
-        kind = data[offset + 4 : offset + 8]
-        payload = data[offset + 8 : offset + 8 + length]
-        (crc,) = struct.unpack(">I", data[offset + 8 + length : offset + 12 + length])
-        assert crc == zlib.crc32(kind + payload), kind
-        kinds.append(kind)
-        if kind == b"IHDR":
-            width, height, depth, colour = struct.unpack(">IIBB", payload[:10])
-            assert (depth, colour) == (8, 2)
-        elif kind == b"IDAT":
-            idat += payload
-        offset += 12 + length
-    assert kinds == [b"IHDR", b"IDAT", b"IEND"]
-    raw = zlib.decompress(idat)  # checks the Adler-32 trailer too
-    stride = 1 + 3 * width
-    assert len(raw) == height * stride
-    rows = [raw[y * stride : (y + 1) * stride] for y in range(height)]
+    """Width, height and RGB rows of a simulated image, which writes every row unfiltered."""
+    width, height, rows = decode_png(data)
     assert {row[0] for row in rows} == {0}, "the simulator writes every row unfiltered"
     return width, height, [row[1:] for row in rows]
 

@@ -42,6 +42,8 @@ from nanobanana_async.testing import (
     http_response,
 )
 
+from .helpers import decode_png
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IEND = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
 
@@ -101,26 +103,8 @@ async def connections_closed(sim: Simulator) -> None:
 
 
 def png_size(data: bytes) -> tuple[int, int]:
-    """Walk the chunks (checking CRCs and the pixel data length) and return (width, height)."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    offset, kinds, idat = 8, [], b""
-    width = height = 0
-    while offset < len(data):
-        (length,) = struct.unpack(">I", data[offset : offset + 4])
-        kind = data[offset + 4 : offset + 8]
-        payload = data[offset + 8 : offset + 8 + length]
-        (crc,) = struct.unpack(">I", data[offset + 8 + length : offset + 12 + length])
-        assert crc == zlib.crc32(kind + payload)
-        kinds.append(kind)
-        if kind == b"IHDR":
-            width, height, depth, colour = struct.unpack(">IIBB", payload[:10])
-            assert (depth, colour) == (8, 2)
-        elif kind == b"IDAT":
-            idat += payload
-        offset += 12 + length
-    assert kinds[0] == b"IHDR"
-    assert kinds[-1] == b"IEND"
-    assert len(zlib.decompress(idat)) == height * (1 + 3 * width)
+    """Width and height of a simulated PNG, after checking it chunk by chunk."""
+    width, height, _rows = decode_png(data)
     return width, height
 
 
