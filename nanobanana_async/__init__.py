@@ -72,7 +72,7 @@ from ._models import ImageRequest, ImageResult, Outcome, Task, TaskStatus
 from ._observe import EventStream
 from ._polling import AdaptivePolling, FixedPolling, PollingPolicy
 from ._postgres_journal import PostgresJournal
-from ._postgres_reader import BatchWorker, read_postgres_journal
+from ._postgres_reader import BatchWorker, PostgresBatch, read_postgres_journal
 from ._retry import Backoff, RetryPolicy
 from ._scheduler import OutcomeStream
 from ._stats import Latency, Stats
@@ -130,6 +130,7 @@ __all__ = [
     "OutcomeStream",
     "PermissionDeniedError",
     "PollingPolicy",
+    "PostgresBatch",
     "PostgresJournal",
     "RateLimited",
     "RateLimitedError",

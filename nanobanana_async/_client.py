@@ -380,7 +380,7 @@ class NanoBanana:
             observer=self._observer,
             batch=batch,
             max_creates=max_jobs,
-            create_pause=limits.create_pause,
+            pacing=limits.pacing(),
         )
 
     def _host_group(self) -> TaskGroup | None:

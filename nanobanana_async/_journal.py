@@ -27,7 +27,7 @@ import anyio
 import attrs
 
 from ._errors import JournalLockedError
-from ._limits import PauseGate
+from ._limits import BatchPacing
 from ._models import ImageRequest
 
 __all__ = [
@@ -239,12 +239,13 @@ class Journal(abc.ABC):
         """
         return None
 
-    def working(self, create_pause: PauseGate | None = None) -> AbstractAsyncContextManager[None]:
+    def working(self, pacing: BatchPacing | None = None) -> AbstractAsyncContextManager[None]:
         """Held around a batch's work.
 
         A store shared by several workers renews the leases the batch holds and
-        shares 429 pauses: a pause of ``create_pause`` reaches every worker of
-        the batch, and theirs reach it.
+        shares the batch's pace through ``pacing``: a 429 pause of one worker's
+        creates reaches every worker of the batch, and a request rate set for
+        the batch is split among its live workers.
         """
         return contextlib.nullcontext()
 

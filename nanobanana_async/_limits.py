@@ -22,11 +22,13 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 import anyio
+import attrs
 
 from ._errors import ConfigurationError
 
 __all__ = [
     "AdaptiveRate",
+    "BatchPacing",
     "ImageHold",
     "Limits",
     "PauseGate",
@@ -77,10 +79,28 @@ class Limits:
         self.jobs = asyncio.Semaphore(self.max_concurrency)
         self.downloads = asyncio.Semaphore(self.max_downloads)
         self.create_pause = PauseGate(sleep=sleep)
+        self._own_rate = max_requests_per_second
         self.requests = (
             RateLimiter(max_requests_per_second) if max_requests_per_second is not None else None
         )
         self.poll_pace = AdaptiveRate()
+
+    def limit_requests(self, share: float | None) -> None:
+        """Hold API calls to ``share`` per second too (a shared batch's part), or lift it (None).
+
+        The client's own ``max_requests_per_second``, if lower, still wins.
+        """
+        rates = [rate for rate in (self._own_rate, share) if rate is not None]
+        if not rates:
+            self.requests = None
+        elif self.requests is None:
+            self.requests = RateLimiter(min(rates))
+        else:
+            self.requests.rate = min(rates)
+
+    def pacing(self) -> BatchPacing:
+        """What a journal shared by several workers adjusts while a batch works."""
+        return BatchPacing(create_pause=self.create_pause, limit_requests=self.limit_requests)
 
     def read_ahead(self, *, ordered: bool) -> int:
         """Inputs a batch may pull beyond the outcomes its consumer has taken.
@@ -174,6 +194,18 @@ class PauseGate:
         # A timed wait, not an Event: the pause can be extended while callers sleep.
         while self._until and (remaining := self._until - time.monotonic()) > 0:
             await self._sleep(remaining * (1.0 + random.uniform(0.0, self._spread)))
+
+
+@attrs.frozen
+class BatchPacing:
+    """The pace a batch's workers share: the 429 pause of creates, and the request rate.
+
+    ``limit_requests(share)`` holds this client's API calls to ``share`` per
+    second (None lifts it).
+    """
+
+    create_pause: PauseGate
+    limit_requests: Callable[[float | None], None]
 
 
 class RateLimiter:

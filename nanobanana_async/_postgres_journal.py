@@ -19,6 +19,7 @@ without it; the ``postgres`` extra installs it.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 import socket
@@ -27,22 +28,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
+import attrs
 import yarl
 
 from . import _postgres_sql as sql
 from ._errors import ConfigurationError, JournalError
 from ._journal import Journal, JournalEntry, JournalState, entry_from_row, row_of
-from ._limits import PauseGate
+from ._limits import BatchPacing
 
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["PostgresJournal", "import_asyncpg", "is_postgres_url", "redact_dsn"]
+__all__ = ["ALIVE_WITHIN", "PostgresJournal", "import_asyncpg", "is_postgres_url", "redact_dsn"]
 
 T = TypeVar("T")
 _HIDDEN: Final = "***"
-#: Seconds between two looks at the batch's shared 429 pause.
-_PAUSE_CHECK: Final = 0.5
+#: Seconds between two looks at the batch's shared pace (its 429 pause and request rate).
+_TICK: Final = 0.5
+#: A worker not heard from for this long no longer counts for the batch's request rate.
+ALIVE_WITHIN: Final = 10 * _TICK
 
 
 def redact_dsn(dsn: str) -> str:
@@ -77,6 +81,10 @@ class PostgresJournal(Journal):
     renewing it (renewed every third of that while the worker lives).
     ``reconnect_within`` bounds how long a write waits for a database that
     went away (a restart) before the job fails with ``JournalError``.
+    ``max_requests_per_second`` sets the batch's request rate: at most that
+    many API calls a second across all its workers, split evenly among the
+    live ones. It is kept in the batch, so a worker that sets none follows
+    it (None: keep what the batch has; 0: lift it).
     """
 
     def __init__(
@@ -87,11 +95,21 @@ class PostgresJournal(Journal):
         lease_seconds: float = 30.0,
         reconnect_within: float = 60.0,
         pool_size: int = 10,
+        max_requests_per_second: float | None = None,
     ) -> None:
         if not isinstance(batch, str) or not batch.strip():
             raise ConfigurationError(f"batch must be a non-empty name, got {batch!r}")
         if lease_seconds <= 0 or reconnect_within < 0:
             raise ConfigurationError("lease_seconds must be positive and reconnect_within >= 0")
+        rate = max_requests_per_second
+        if rate is not None and (
+            isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < math.inf
+        ):
+            raise ConfigurationError(
+                "max_requests_per_second must be a positive number (0 lifts the batch's "
+                f"rate), got {rate!r}"
+            )
+        self.max_requests_per_second = rate
         self._dsn = dsn
         self.batch = batch
         self.lease_seconds = float(lease_seconds)
@@ -156,6 +174,13 @@ class PostgresJournal(Journal):
                     f"{self!r}: the database holds journal schema {found}, newer than this "
                     f"nanobanana_async knows ({sql.SCHEMA_VERSION}); upgrade nanobanana_async"
                 )
+            elif int(found) < sql.SCHEMA_VERSION:
+                for version in range(int(found) + 1, sql.SCHEMA_VERSION + 1):
+                    await conn.execute(sql.MIGRATIONS[version])
+                await conn.execute(
+                    "UPDATE nanobanana_meta SET value = $1 WHERE key = 'schema_version'",
+                    str(sql.SCHEMA_VERSION),
+                )
             await conn.execute(
                 "INSERT INTO nanobanana_batches (name) VALUES ($1) ON CONFLICT DO NOTHING",
                 self.batch,
@@ -168,6 +193,10 @@ class PostgresJournal(Journal):
                 socket.gethostname(),
                 os.getpid(),
             )
+            if self.max_requests_per_second is not None:
+                await conn.execute(
+                    sql.SET_BATCH_RATE, self.batch, self.max_requests_per_second or None
+                )
 
     async def aclose(self) -> None:
         """Give back every lease this worker holds, and disconnect."""
@@ -200,44 +229,55 @@ class PostgresJournal(Journal):
             pool.terminate()
 
     @contextlib.asynccontextmanager
-    async def working(self, create_pause: PauseGate | None = None) -> AsyncIterator[None]:
-        """While a batch works: renew this worker's leases, and share 429 pauses.
+    async def working(self, pacing: BatchPacing | None = None) -> AsyncIterator[None]:
+        """While a batch works: renew this worker's leases, and share the batch's pace.
 
-        Leases are renewed every third of their length. A 429 pause of this
-        worker's creates is written to the batch's row, and one written there
-        by another worker pauses this one's, checked twice a second.
+        Leases are renewed every third of their length. Twice a second (and
+        once before the first create, so a worker joining a paused batch waits
+        too): a 429 pause of this worker's creates is written to the batch's
+        row, one written there by another worker pauses this one's, and this
+        worker's share of the batch's request rate is set.
         """
         async with anyio.create_task_group() as background:
             background.start_soon(self._renew_forever)
-            if create_pause is not None:
-                # Before the first create: a batch joining a paused one waits too.
-                shared = await self._share_pause(create_pause, 0.0)
-                background.start_soon(self._share_pauses_forever, create_pause, shared)
+            if pacing is not None:
+                shared = _SharedPace()
+                await self._tick(pacing, shared)
+                background.start_soon(self._tick_forever, pacing, shared)
             try:
                 yield
             finally:
                 background.cancel_scope.cancel()
+                if pacing is not None:
+                    pacing.limit_requests(None)
 
-    async def _share_pauses_forever(self, gate: PauseGate, shared: float) -> None:
+    async def _tick_forever(self, pacing: BatchPacing, shared: _SharedPace) -> None:
         while True:
-            await anyio.sleep(_PAUSE_CHECK)
-            shared = await self._share_pause(gate, shared)
+            await anyio.sleep(_TICK)
+            await self._tick(pacing, shared)
 
-    async def _share_pause(self, gate: PauseGate, shared: float) -> float:
-        """Write this worker's pause if it is new since ``shared``; take the batch's.
+    async def _tick(self, pacing: BatchPacing, shared: _SharedPace) -> None:
+        """Write this worker's pause if new since the last tick; take the batch's pause and rate."""
+        gate = pacing.create_pause
+        ours = max(gate.until - time.monotonic(), 0.0) if gate.until > shared.pause else 0.0
 
-        Returns the local deadline now accounted for (the next ``shared``).
-        """
-        ours = max(gate.until - time.monotonic(), 0.0) if gate.until > shared else 0.0
+        async def tick(conn: asyncpg.Connection) -> Any:
+            return await conn.fetchrow(sql.TICK, self.batch, ours, self.worker, ALIVE_WITHIN)
 
-        async def share(conn: asyncpg.Connection) -> Any:
-            return await conn.fetchval(sql.SHARE_PAUSE, self.batch, ours)
-
-        with contextlib.suppress(JournalError):
-            remaining = await self._run(share, retry=False)
-            if remaining is not None and remaining > 0:
-                gate.pause_for(float(remaining))
-        return gate.until
+        try:
+            row = await self._run(tick, retry=False)
+        except JournalError:
+            return  # the database is away: keep the pace as it was, look again next tick
+        if row is None:
+            return
+        remaining, rate, alive = row
+        if remaining is not None and remaining > 0:
+            gate.pause_for(float(remaining))
+        shared.pause = gate.until
+        share = None if rate is None else float(rate) / max(int(alive), 1)
+        if share != shared.rate:
+            shared.rate = share
+            pacing.limit_requests(share)
 
     async def _renew_forever(self) -> None:
         """Every third of a lease: push back the deadlines of every input this worker holds."""
@@ -426,6 +466,14 @@ class PostgresJournal(Journal):
         """A JournalError in our own words: the connection string only ever redacted."""
         detail = str(exc).replace(self._dsn, redact_dsn(self._dsn))
         return JournalError(f"{self!r} {what}: {type(exc).__name__}: {detail}")
+
+
+@attrs.define
+class _SharedPace:
+    """What this worker last took from the batch: its pause (monotonic deadline) and rate share."""
+
+    pause: float = 0.0
+    rate: float | None = None
 
 
 def is_postgres_url(target: str) -> bool:

@@ -11,9 +11,9 @@ import attrs
 from . import _postgres_sql as sql
 from ._errors import JournalError
 from ._journal import JournalEntry, entry_from_row
-from ._postgres_journal import import_asyncpg, redact_dsn
+from ._postgres_journal import ALIVE_WITHIN, import_asyncpg, redact_dsn
 
-__all__ = ["BatchWorker", "read_postgres_journal"]
+__all__ = ["BatchWorker", "PostgresBatch", "read_postgres_journal"]
 
 
 @attrs.frozen
@@ -27,10 +27,28 @@ class BatchWorker:
     holding: int
 
 
-async def read_postgres_journal(
-    dsn: str, batch: str, *, missing_ok: bool = False
-) -> tuple[list[JournalEntry], list[BatchWorker]]:
-    """A batch's rows (in input order) and its workers, read without registering as one.
+@attrs.frozen
+class PostgresBatch:
+    """What a PostgreSQL batch holds: its rows (in input order), its workers, and its pace.
+
+    ``max_requests_per_second`` is the batch's request rate (None: none set),
+    split among its live workers; ``creates_paused_for`` is how many more
+    seconds a 429 seen by one of them pauses every worker's creates (0: none).
+    """
+
+    entries: list[JournalEntry]
+    workers: list[BatchWorker]
+    max_requests_per_second: float | None = None
+    creates_paused_for: float = 0.0
+
+    @property
+    def live_workers(self) -> int:
+        """Workers heard from lately: the ones the batch's request rate is split among."""
+        return sum(worker.seen_ago < ALIVE_WITHIN for worker in self.workers)
+
+
+async def read_postgres_journal(dsn: str, batch: str, *, missing_ok: bool = False) -> PostgresBatch:
+    """A batch's rows, workers and pace, read without registering as a worker.
 
     For tools (the manifest, ``nanobanana journal``, a dry run): nothing is
     written. A database or batch with no journal yet is an error, or, with
@@ -46,11 +64,17 @@ async def read_postgres_journal(
     try:
         if await conn.fetchval("SELECT to_regclass('nanobanana_meta')") is None:
             if missing_ok:
-                return [], []
+                return PostgresBatch([], [])
             raise JournalError(f"{shown} holds no nanobanana journal")
-        if await conn.fetchval("SELECT 1 FROM nanobanana_batches WHERE name = $1", batch) is None:
+        pace = await conn.fetchrow(
+            "SELECT max_requests_per_second, "
+            "greatest(extract(epoch FROM creates_paused_until - now())::float8, 0) "
+            "FROM nanobanana_batches WHERE name = $1",
+            batch,
+        )
+        if pace is None:
             if missing_ok:
-                return [], []
+                return PostgresBatch([], [])
             raise JournalError(f"{shown} has no batch {batch!r}")
         rows = await conn.fetch(f"{sql.SELECT} WHERE batch = $1 ORDER BY idx", batch)
         workers = await conn.fetch(
@@ -70,4 +94,4 @@ async def read_postgres_journal(
         BatchWorker(worker=w[0], host=w[1], pid=w[2], seen_ago=float(w[3]), holding=w[4])
         for w in workers
     ]
-    return entries, holders
+    return PostgresBatch(entries, holders, pace[0], float(pace[1] or 0.0))

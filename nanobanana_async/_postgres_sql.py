@@ -15,17 +15,19 @@ from ._journal import ROW_COLUMNS
 __all__ = [
     "CLAIM",
     "COLUMN_LIST",
+    "MIGRATIONS",
     "PUT",
     "SCHEMA",
     "SCHEMA_LOCK",
     "SCHEMA_VERSION",
     "SELECT",
-    "SHARE_PAUSE",
+    "SET_BATCH_RATE",
     "TAKE_EXPIRED",
+    "TICK",
 ]
 
-#: 1: batches, inputs with leases, workers.
-SCHEMA_VERSION: Final = 1
+#: 1: batches, inputs with leases, workers. 2: a batch's shared request rate.
+SCHEMA_VERSION: Final = 2
 
 #: Any number will do, as long as it is always the same: it serialises schema set-up.
 SCHEMA_LOCK: Final = 0x4E42_4A31
@@ -34,7 +36,8 @@ SCHEMA: Final = """
 CREATE TABLE nanobanana_batches (
     name text PRIMARY KEY,
     created_at timestamptz NOT NULL DEFAULT now(),
-    creates_paused_until timestamptz
+    creates_paused_until timestamptz,
+    max_requests_per_second double precision
 );
 CREATE TABLE nanobanana_inputs (
     batch text NOT NULL REFERENCES nanobanana_batches (name) ON DELETE CASCADE,
@@ -61,6 +64,11 @@ CREATE TABLE nanobanana_workers (
     PRIMARY KEY (batch, worker)
 );
 """
+#: What brings a database at version ``n - 1`` to version ``n`` (``SCHEMA`` is the latest).
+MIGRATIONS: Final = {
+    2: "ALTER TABLE nanobanana_batches ADD COLUMN max_requests_per_second double precision",
+}
+
 COLUMN_LIST: Final = ", ".join(ROW_COLUMNS)
 SELECT: Final = f"SELECT {COLUMN_LIST} FROM nanobanana_inputs"  # noqa: S608 (constants)
 # Writes only while the row is free, this worker's, or its holder's lease has run out;
@@ -115,11 +123,25 @@ RETURNING {COLUMN_LIST}
 """  # noqa: S608 (constants)
 
 
-# Push this worker's pause (seconds from now, 0 for none) and read the batch's.
-SHARE_PAUSE: Final = """
-UPDATE nanobanana_batches SET creates_paused_until = CASE WHEN $2::float8 > 0
-    THEN greatest(coalesce(creates_paused_until, now()), now() + make_interval(secs => $2::float8))
-    ELSE creates_paused_until END
-WHERE name = $1
-RETURNING extract(epoch FROM creates_paused_until - now())::float8
+# Twice a second while a batch works: mark this worker ($3) alive, push its 429 pause ($2
+# seconds from now, 0 for none), and read the batch's pause (seconds left), its request
+# rate, and how many workers were alive in the last $4 seconds (this one included).
+TICK: Final = """
+WITH alive AS (
+    UPDATE nanobanana_workers SET seen_at = now() WHERE batch = $1 AND worker = $3
+), batch AS (
+    UPDATE nanobanana_batches SET creates_paused_until = CASE WHEN $2::float8 > 0
+        THEN greatest(coalesce(creates_paused_until, now()),
+            now() + make_interval(secs => $2::float8))
+        ELSE creates_paused_until END
+    WHERE name = $1
+    RETURNING creates_paused_until, max_requests_per_second
+)
+SELECT extract(epoch FROM creates_paused_until - now())::float8, max_requests_per_second,
+    (SELECT count(*) FROM nanobanana_workers WHERE batch = $1
+        AND (worker = $3 OR seen_at > now() - make_interval(secs => $4::float8)))
+FROM batch
 """
+
+# The batch's request rate, for every worker ($2: calls per second; NULL lifts it).
+SET_BATCH_RATE: Final = "UPDATE nanobanana_batches SET max_requests_per_second = $2 WHERE name = $1"

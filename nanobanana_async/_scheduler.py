@@ -38,7 +38,7 @@ from ._errors import (
 )
 from ._feed import BatchInput, InputFeed, Inputs
 from ._journal import Journal
-from ._limits import ImageHold, PauseGate
+from ._limits import BatchPacing, ImageHold
 from ._models import Outcome
 from ._observe import Observer
 
@@ -142,10 +142,10 @@ class _Batch:
         observer: Observer | None,
         batch: int,
         max_creates: int | None,
-        create_pause: PauseGate | None,
+        pacing: BatchPacing | None,
     ) -> None:
         self.job = job
-        self.create_pause = create_pause
+        self.pacing = pacing
         self.observer = observer
         self.batch = batch
         self.outcomes = self.succeeded = self.skipped = 0
@@ -175,7 +175,7 @@ class _Batch:
                         await stack.enter_async_context(journal)
                         journal.claim_for_batch()
                         stack.callback(journal.release_from_batch)
-                        await stack.enter_async_context(journal.working(self.create_pause))
+                        await stack.enter_async_context(journal.working(self.pacing))
                         if isinstance(self.leftovers, AsyncGenerator):
                             stack.push_async_callback(self.leftovers.aclose)
                     async with anyio.create_task_group() as workers:
@@ -257,7 +257,7 @@ class OutcomeStream:
         observer: Observer | None = None,
         batch: int = 0,
         max_creates: int | None = None,
-        create_pause: PauseGate | None = None,
+        pacing: BatchPacing | None = None,
     ) -> None:
         self._host = host
         self._ordered = ordered
@@ -275,7 +275,7 @@ class OutcomeStream:
             observer=observer,
             batch=batch,
             max_creates=max_creates,
-            create_pause=create_pause,
+            pacing=pacing,
         )
         self._own_group: TaskGroup | None = None
         self._started = False

@@ -1,4 +1,4 @@
-"""``nanobanana run --max-images``, ``--dry-run`` and ``--price`` through the real console script.
+"""``nanobanana run --max-images``, ``--dry-run``, ``--price`` and ``--max-requests-per-second``.
 
 Creates and polls are read from a standalone simulator's own counters, so
 "never sends more than it says" is what the service saw, including on
@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +206,19 @@ def test_prices_from_a_toml_file_feed_the_summary(sim: Sim, tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     assert figure(result.stdout, "new tasks (billed)") == "3"
     assert figure(result.stdout, "spend estimate (--price)") == "1.50"
+
+
+def test_max_requests_per_second_holds_the_run_to_that_rate(sim: Sim, tmp_path: Path) -> None:
+    prompts, out = prompt_file(tmp_path), tmp_path / "out"
+    rate = 6
+    started = time.monotonic()
+    run = nanobanana(
+        sim, "run", str(prompts), "--out", str(out), "--max-requests-per-second", str(rate)
+    )
+    elapsed = time.monotonic() - started
+    assert run.returncode == 0, run.stdout + run.stderr
+    counters = sim.settled_counters()
+    calls = counters["create_requests"] + counters["polls"]
+    assert counters["creates"] == len(PROMPTS)
+    # Evenly spaced from the first call: the last can go no sooner than this.
+    assert elapsed >= (calls - 1) / rate, (calls, elapsed)

@@ -206,3 +206,25 @@ def test_a_journal_under_a_regular_file_is_refused(tmp_path: Path) -> None:
         tmp_path, "run", prompts, "--out", str(tmp_path / "out"), "--journal", str(journal)
     )
     assert_refused(result, f"journal {journal} cannot be created: {taken} is not a folder")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "allowed"),
+    [
+        ("--max-requests-per-second", "-1", "0 or more"),
+        ("--max-requests-per-second", "fast", "0 or more"),
+        ("--max-requests-per-second", "inf", "0 or more"),
+        ("--lease-seconds", "0", "more than 0"),
+        ("--lease-seconds", "nan", "more than 0"),
+    ],
+)
+def test_a_rate_or_lease_that_is_not_a_fitting_number_is_refused(
+    tmp_path: Path, option: str, value: str, allowed: str
+) -> None:
+    out = str(tmp_path / "out")
+    result = run_refused(tmp_path, "run", str(EXAMPLE_PROMPTS), "--out", out, option, value)
+    assert result.returncode == 2, output_of(result)
+    assert result.stderr == (
+        f"nanobanana run: error: argument {option}: expected a number, {allowed}, got "
+        f"{value!r} (see 'nanobanana run --help')\n"
+    )

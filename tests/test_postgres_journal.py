@@ -25,7 +25,7 @@ from nanobanana_async import (
 )
 from nanobanana_async.testing import Simulator
 
-from .helpers import fast_client, wait_until
+from .helpers import fast_client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -291,50 +291,3 @@ async def test_a_create_a_dead_worker_cut_off_is_uncertain_and_not_sent_again(
     assert [type(outcome.error).__name__ for outcome in outcomes] == ["SubmissionUncertainError"]
     async with live:
         assert await live.counts() == {JournalState.UNCERTAIN: 1}
-
-
-async def test_a_429_pause_of_one_worker_pauses_the_creates_of_every_worker(
-    postgres_dsn: str,
-) -> None:
-    import time
-
-    from nanobanana_async._limits import PauseGate
-
-    first, second = two_workers(postgres_dsn, first_lease=30)
-    paused, told = PauseGate(), PauseGate()
-    async with first, second, first.working(paused), second.working(told):
-        paused.pause_for(3.0)  # what a 429 with Retry-After: 3 does to the first worker
-        await anyio.sleep(1.5)  # a few looks at the batch's row
-        left = told.until - time.monotonic()
-    assert 0.5 < left < 3.0, left
-
-
-async def test_a_worker_joining_a_batch_paused_by_a_429_waits_before_its_first_create(
-    sim: Simulator, tmp_path: Path, postgres_dsn: str
-) -> None:
-    import time
-
-    from nanobanana_async.testing import Respond
-
-    sim.faults.push(
-        "create", Respond(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "2"})
-    )
-    refused_at: list[float] = []
-    async with fast_client(sim) as first_client, fast_client(sim) as second_client:
-
-        async def first() -> None:
-            journal = PostgresJournal(postgres_dsn, batch="shared")
-            stream = first_client.generate_many(PROMPTS[:1], save_to=tmp_path, journal=journal)
-            assert [outcome.ok async for outcome in stream] == [True]
-
-        async with anyio.create_task_group() as workers:
-            workers.start_soon(first)
-            await wait_until(lambda: sim.counters.create_requests > 0)
-            refused_at.append(time.monotonic())  # the simulator's clock
-            await anyio.sleep(0.8)  # the first worker has shared its pause by now
-            journal = PostgresJournal(postgres_dsn, batch="shared")
-            stream = second_client.generate_many(PROMPTS[1:3], save_to=tmp_path, journal=journal)
-            assert [outcome.ok async for outcome in stream] == [True, True]
-    second = [t for t in sim.tasks.values() if t.request["prompt"] in PROMPTS[1:3]]
-    assert len(second) == 2
-    assert min(task.created_at for task in second) >= refused_at[0] + 1.5

@@ -283,3 +283,45 @@ def test_the_command_line_on_a_postgresql_batch_never_shows_the_password(
     assert postgres_server.password not in everything
     assert "Traceback" not in everything
     assert "***" in everything
+
+
+def test_a_batch_request_rate_given_on_the_command_line_holds_and_is_shown(
+    sim: Sim, tmp_path: Path, postgres_dsn: str
+) -> None:
+    prompts = tmp_path / "slow.txt"
+    prompts.write_text("".join(f"a snail on a leaf, frame {n}\n" for n in range(12)))
+    rate = 8
+    argv = [*cli_command(), "run", str(prompts), "--out", str(tmp_path / "out")]
+    started = time.monotonic()
+    run = subprocess.run(
+        [*argv, "--journal", postgres_dsn, "--max-requests-per-second", str(rate)],
+        env=sim.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert run.returncode == 0, run.stdout + run.stderr
+    counters = sim.settled_counters()
+    calls = counters["create_requests"] + counters["polls"]
+    assert counters["creates"] == 12
+    assert elapsed >= (calls - 1) / rate, (calls, elapsed)  # one worker: the whole rate
+    shown = subprocess.run(
+        [*cli_command(), "journal", postgres_dsn, "--batch", "slow"],
+        env=sim.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "request rate: 8 API calls a second for the batch" in shown.stdout
+    as_json = subprocess.run(
+        [*cli_command(), "journal", postgres_dsn, "--batch", "slow", "--json"],
+        env=sim.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(as_json.stdout)["max_requests_per_second"] == rate

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
 import stat
 import sys
@@ -126,6 +127,25 @@ def _count(text: str) -> int:
     return value
 
 
+def _number(text: str, *, zero: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 <= value < math.inf) or (value == 0 and not zero):
+        allowed = "0 or more" if zero else "more than 0"
+        raise argparse.ArgumentTypeError(f"expected a number, {allowed}, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    return _number(text, zero=False)
+
+
+def _rate(text: str) -> float:
+    return _number(text, zero=True)
+
+
 def _prices(text: str) -> PriceTable:
     from ._cost import PriceTable
 
@@ -180,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--lease-seconds",
-        type=float,
+        type=_seconds,
         default=30.0,
         metavar="S",
         help="with a PostgreSQL journal, how long the inputs of a worker that died wait "
@@ -191,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="with a PostgreSQL journal, the batch's name, the same on every worker "
         "(default: the prompt file's name without its extension)",
+    )
+    run.add_argument(
+        "--max-requests-per-second",
+        type=_rate,
+        metavar="R",
+        help="at most R API calls (creates and status queries) a second, 0 for no limit; with "
+        "a PostgreSQL journal the limit is the batch's, split among its live workers, and "
+        "kept for the workers that do not set one (default: no limit)",
     )
     run.add_argument(
         "--log-json",

@@ -75,8 +75,7 @@ def _lookup(args: argparse.Namespace) -> Iterator[Lookup | None]:
     if args.journal and PostgresJournal.is_url(args.journal):
         batch = args.batch or default_batch_name(args.prompts)
         read = functools.partial(read_postgres_journal, args.journal, batch, missing_ok=True)
-        entries, _ = anyio.run(read)
-        by_key = {entry.key: entry for entry in entries}
+        by_key = {entry.key: entry for entry in anyio.run(read).entries}
         yield (lambda request_hash, occurrence: by_key.get((request_hash, occurrence)))
         return
     journal = Path(args.journal) if args.journal else Path(args.out) / JOURNAL_NAME

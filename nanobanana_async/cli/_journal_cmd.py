@@ -20,6 +20,7 @@ from nanobanana_async import (
     JournalEntry,
     JournalError,
     JournalState,
+    PostgresBatch,
     PostgresJournal,
     read_journal,
     read_postgres_journal,
@@ -53,16 +54,15 @@ def _brief(entry: JournalEntry) -> dict[str, Any]:
     }
 
 
-def _read(args: argparse.Namespace) -> tuple[str, Iterable[JournalEntry], list[BatchWorker] | None]:
-    """Where the journal is (as shown), its rows, and for PostgreSQL the batch's workers."""
+def _read(args: argparse.Namespace) -> tuple[str, Iterable[JournalEntry], PostgresBatch | None]:
+    """Where the journal is (as shown), its rows, and for PostgreSQL the whole batch."""
     if not PostgresJournal.is_url(args.target):
         path = resolve_journal(args.target)
         return str(path), read_journal(path), None
     if not args.batch:
         raise JournalError("with a PostgreSQL journal, --batch NAME says which batch to show")
-    read = functools.partial(read_postgres_journal, args.target, args.batch)
-    entries, workers = anyio.run(read)
-    return f"{PostgresJournal.redact(args.target)} batch {args.batch}", entries, workers
+    batch = anyio.run(functools.partial(read_postgres_journal, args.target, args.batch))
+    return f"{PostgresJournal.redact(args.target)} batch {args.batch}", batch.entries, batch
 
 
 def journal_command(args: argparse.Namespace, console: Console) -> int:
@@ -70,7 +70,7 @@ def journal_command(args: argparse.Namespace, console: Console) -> int:
 
     For a PostgreSQL batch, also each worker and how many inputs it holds under a live lease.
     """
-    where, entries, workers = _read(args)
+    where, entries, batch = _read(args)
     counts: Counter[str] = Counter()
     attention: list[dict[str, Any]] = []
     for entry in entries:
@@ -86,8 +86,10 @@ def journal_command(args: argparse.Namespace, console: Console) -> int:
             "uncertain": [row for row in attention if row["state"] == "uncertain"],
             "unfinished": [row for row in attention if row["state"] not in _FINAL_NAMES],
         }
-        if workers is not None:
-            report["workers"] = [attrs.asdict(worker) for worker in workers]
+        if batch is not None:
+            report["workers"] = [attrs.asdict(worker) for worker in batch.workers]
+            report["max_requests_per_second"] = batch.max_requests_per_second
+            report["creates_paused_for"] = round(batch.creates_paused_for, 3)
         print(json.dumps(report, ensure_ascii=False, indent=2))
         return 0
     console.print(f"journal {where}", highlight=False)
@@ -99,8 +101,8 @@ def journal_command(args: argparse.Namespace, console: Console) -> int:
             table.add_row(state.value, str(counts[state.value]))
     table.add_row("total", str(sum(counts.values())))
     console.print(table)
-    if workers:
-        console.print(_workers_table(workers))
+    if batch is not None:
+        _print_batch(batch, console)
     for row in attention:
         console.print(
             f"{row['state']}: input {row['index']} {row['prompt']!r} "
@@ -121,6 +123,21 @@ def journal_command(args: argparse.Namespace, console: Console) -> int:
             highlight=False,
         )
     return 0
+
+
+def _print_batch(batch: PostgresBatch, console: Console) -> None:
+    """A PostgreSQL batch's workers and its shared pace."""
+    if batch.workers:
+        console.print(_workers_table(batch.workers))
+    rate = batch.max_requests_per_second
+    if rate is not None:
+        alive = batch.live_workers
+        share = f", {rate / alive:g} for each of its {alive} live workers" if alive else ""
+        console.print(f"request rate: {rate:g} API calls a second for the batch{share}")
+    if batch.creates_paused_for > 0:
+        console.print(
+            f"creates paused for {batch.creates_paused_for:.1f} s more (a 429 seen by a worker)"
+        )
 
 
 def _workers_table(workers: list[BatchWorker]) -> Table:

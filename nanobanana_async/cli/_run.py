@@ -84,16 +84,30 @@ async def open_client(args: argparse.Namespace, console: Console) -> AsyncIterat
                 api_key=simulator.api_key,
                 base_url=simulator.base_url,
                 max_concurrency=_concurrency(args),
+                max_requests_per_second=_own_rate(args),
             ) as client:
                 yield client
         return
-    async with NanoBanana(base_url=args.base_url, max_concurrency=_concurrency(args)) as client:
+    async with NanoBanana(
+        base_url=args.base_url,
+        max_concurrency=_concurrency(args),
+        max_requests_per_second=_own_rate(args),
+    ) as client:
         yield client
 
 
 def _concurrency(args: argparse.Namespace) -> int:
     """``--concurrency`` for a run; one job for ``generate``, which has no such option."""
     return int(getattr(args, "concurrency", 1))
+
+
+def _own_rate(args: argparse.Namespace) -> float | None:
+    """The client's ``max_requests_per_second``: none when a PostgreSQL batch keeps it."""
+    rate = getattr(args, "max_requests_per_second", None)
+    journal = getattr(args, "journal", None)
+    if not rate or (journal is not None and PostgresJournal.is_url(journal)):
+        return None
+    return float(rate)
 
 
 async def run_command(args: argparse.Namespace, console: Console) -> int:
@@ -264,6 +278,7 @@ class _JournalChoice:
     def __init__(self, args: argparse.Namespace) -> None:
         self.dsn: str | None = None
         self.path: Path | None = None
+        self.rate: float | None = getattr(args, "max_requests_per_second", None)
         if args.journal is not None and PostgresJournal.is_url(args.journal):
             self.dsn = args.journal
             self.batch = args.batch or default_batch_name(args.prompts)
@@ -289,7 +304,12 @@ class _JournalChoice:
         workers may share ``out``: it is not locked.
         """
         if self.dsn is not None:
-            return PostgresJournal(self.dsn, batch=self.batch, lease_seconds=self.lease_seconds)
+            return PostgresJournal(
+                self.dsn,
+                batch=self.batch,
+                lease_seconds=self.lease_seconds,
+                max_requests_per_second=self.rate,
+            )
         assert self.path is not None
         return SQLiteJournal(self.path, folder=out)
 
@@ -306,7 +326,7 @@ class _JournalChoice:
         deadline = time.monotonic() + (_REACHABLE_WITHIN if patient else 0.0)
         while True:
             try:
-                entries, _ = await read_postgres_journal(self.dsn, self.batch)
+                entries = (await read_postgres_journal(self.dsn, self.batch)).entries
             except JournalError:
                 if time.monotonic() >= deadline:
                     if patient:
