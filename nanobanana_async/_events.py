@@ -27,6 +27,7 @@ __all__ = [
     "Event",
     "EventsDropped",
     "Failed",
+    "HeldElsewhere",
     "RateLimited",
     "Retrying",
     "Saved",
@@ -157,6 +158,16 @@ class Skipped(Event):
     """
 
     error: NanoBananaError
+
+
+@attrs.frozen(kw_only=True)
+class HeldElsewhere(Event):
+    """An input of a shared (PostgreSQL) journal's batch that another live worker holds.
+
+    This batch leaves it to that worker and gives it no outcome; should that
+    worker stop before finishing it, this one takes it over and its outcome
+    then comes late.
+    """
 
 
 @attrs.frozen(kw_only=True)

@@ -31,6 +31,7 @@ from ._events import (
     Event,
     EventsDropped,
     Failed,
+    HeldElsewhere,
     RateLimited,
     Retrying,
     Saved,
@@ -403,6 +404,11 @@ class Observer:
         self.stats.skipped += 1
         if self.listening:
             self._emit(Skipped(at=time.monotonic(), error=error, **job.fields()))
+
+    def held_elsewhere(self, job: JobTrace) -> None:
+        self.stats.held_elsewhere += 1
+        if self.listening:
+            self._emit(HeldElsewhere(at=time.monotonic(), **job.fields()))
 
     def uncertain(self, job: JobTrace, error: NanoBananaError, *, resumed: bool = False) -> None:
         self.stats.uncertain += 1

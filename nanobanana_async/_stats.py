@@ -42,7 +42,8 @@ class Stats:
     ``completed`` (tasks seen completed), ``saved`` (images saved or read into
     memory by batch jobs and results), ``failed`` (jobs that ended without an
     image), ``uncertain`` (creates whose fate is unknown), ``skipped`` (inputs a
-    batch's ``max_jobs`` cap left unsent), ``in_flight`` (jobs
+    batch's ``max_jobs`` cap left unsent), ``held_elsewhere`` (inputs of a
+    shared journal's batch left to the other worker holding them), ``in_flight`` (jobs
     of ``generate`` and ``generate_many`` running now; ``queued`` and
     ``processing`` of them are tasks last seen in that state, the rest are
     being created or downloaded). ``polls`` counts status
@@ -59,6 +60,7 @@ class Stats:
     failed: int
     uncertain: int
     skipped: int
+    held_elsewhere: int
     in_flight: int
     queued: int
     processing: int
@@ -89,6 +91,7 @@ class StatsRecorder:
         self.failed = 0
         self.uncertain = 0
         self.skipped = 0
+        self.held_elsewhere = 0
         self.in_flight = 0
         self.queued = 0
         self.processing = 0
@@ -136,6 +139,7 @@ class StatsRecorder:
             failed=self.failed,
             uncertain=self.uncertain,
             skipped=self.skipped,
+            held_elsewhere=self.held_elsewhere,
             in_flight=self.in_flight,
             queued=self.queued,
             processing=self.processing,

@@ -291,3 +291,27 @@ async def test_a_create_a_dead_worker_cut_off_is_uncertain_and_not_sent_again(
     assert [type(outcome.error).__name__ for outcome in outcomes] == ["SubmissionUncertainError"]
     async with live:
         assert await live.counts() == {JournalState.UNCERTAIN: 1}
+
+
+async def test_an_input_another_worker_holds_is_reported_then_taken_over_when_its_lease_ends(
+    sim: Simulator, tmp_path: Path, postgres_dsn: str
+) -> None:
+    from nanobanana_async import Event, HeldElsewhere, Saved
+
+    other = PostgresJournal(postgres_dsn, batch="shared", lease_seconds=1.0)
+    async with other:  # holds the first input, then stops renewing: as if it hung and died
+        assert await other.claim(pending(PROMPTS[0])) is not None
+        seen: list[Event] = []
+        journal = PostgresJournal(postgres_dsn, batch="shared")
+        async with fast_client(sim) as client:
+            client.subscribe(seen.append)
+            stream = client.generate_many(PROMPTS[:2], save_to=tmp_path, journal=journal)
+            outcomes = [outcome async for outcome in stream]
+            stats = client.stats()
+    assert sorted(outcome.index for outcome in outcomes if outcome.ok) == [0, 1]
+    told = [(type(event).__name__, event.index) for event in seen]
+    assert told.index(("HeldElsewhere", 0)) < told.index(("Saved", 0))
+    assert sum(isinstance(event, HeldElsewhere) for event in seen) == 1
+    assert sum(isinstance(event, Saved) for event in seen) == 2
+    assert stats.held_elsewhere == 1
+    assert sim.counters.creates == 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -151,6 +152,12 @@ def check_paid_once_and_saved_once(
     return uncertain
 
 
+def summary_figure(output: str, row: str) -> int:
+    """The number in the run summary's row ``row`` (0 when the row is not shown)."""
+    found = re.search(rf"^│ {re.escape(row)} +│ +(\d+) │", output, re.MULTILINE)
+    return int(found.group(1)) if found else 0
+
+
 def wait_for_saved(dsn: str, at_least: int, workers: list[subprocess.Popen[bytes]]) -> None:
     """Until ``at_least`` images are journaled; fails at once if every worker has stopped."""
     deadline = time.monotonic() + DEADLINE
@@ -199,6 +206,12 @@ def test_three_workers_share_a_batch_and_finish_what_a_killed_one_held(
     assert held <= finished | uncertain  # everything it held was finished by the others
     assert len(uncertain) <= 64  # at most its creates in flight (its --concurrency)
     assert postgres_server.password not in logs
+    elsewhere = "left to other workers of the batch"
+    for n in (1, 2):  # each survivor accounts for every input: its own, or another's
+        summary = (tmp_path / f"worker{n}.log").read_text()
+        accounted = sum(summary_figure(summary, row) for row in ("succeeded", "failed", elsewhere))
+        assert accounted == PROMPTS, summary
+        assert summary_figure(summary, elsewhere) > 0, summary
 
     # Sending the uncertain ones again is the user's explicit choice, as with SQLite.
     rerun = start_worker(

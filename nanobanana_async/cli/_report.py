@@ -23,6 +23,7 @@ from rich.text import Text
 from nanobanana_async import (
     Event,
     Failed,
+    HeldElsewhere,
     NanoBananaError,
     Outcome,
     RateLimited,
@@ -82,6 +83,7 @@ class RunReport:
         self.done_now = 0  # of them, made by this run
         self.failed = 0
         self.not_attempted = 0  # left unsent by --max-images
+        self.elsewhere: set[int] = set()  # inputs another worker of a shared batch holds
         self.creates: Counter[Kind] = Counter()  # tasks this run created (billed)
         self.maybe_billed: Counter[Kind] = Counter()  # creates of this run whose answer was lost
         self.settled_before = 0  # inputs the journal answered from an earlier run
@@ -123,6 +125,9 @@ class RunReport:
 
     def on_event(self, event: Event) -> None:
         """Count how a job ended, note retries and 429s, and redraw now and then."""
+        if event.index is not None and isinstance(event, Saved | Failed | Uncertain | Skipped):
+            # A worker that stopped left this input: this run took it over after all.
+            self.elsewhere.discard(event.index)
         if isinstance(event, Saved):
             self.done += 1
             if event.resumed:
@@ -141,6 +146,9 @@ class RunReport:
             return
         elif isinstance(event, Skipped):
             self.not_attempted += 1
+        elif isinstance(event, HeldElsewhere):
+            if event.index is not None:
+                self.elsewhere.add(event.index)
         elif isinstance(event, Retrying):
             self.last_retry = f"{event.operation}: {event.cause}"
         elif isinstance(event, RateLimited):
@@ -173,8 +181,8 @@ class RunReport:
 
     @property
     def finished(self) -> int:
-        """Inputs with an outcome (images, failures, skipped lines and inputs left unsent)."""
-        return self.done + self.failed + self.not_attempted
+        """Inputs this run is done with: outcomes, skipped lines, and inputs other workers hold."""
+        return self.done + self.failed + self.not_attempted + len(self.elsewhere)
 
     @property
     def uncertain(self) -> int:
@@ -220,6 +228,8 @@ class RunReport:
             parts.append(f"[yellow]{retry}[/]")
         if self.not_attempted:
             parts.append(f"{self.not_attempted} not attempted (--max-images {self.max_images})")
+        if self.elsewhere:
+            parts.append(f"{len(self.elsewhere)} with other workers")
         return " | ".join(parts)
 
     def _recent_stats(self) -> Stats | None:
@@ -265,6 +275,8 @@ class RunReport:
             table.add_row(
                 f"not attempted (--max-images {self.max_images})", str(self.not_attempted)
             )
+        if self.elsewhere:
+            table.add_row("left to other workers of the batch", str(len(self.elsewhere)))
         table.add_row("new tasks (billed)", str(sum(self.creates.values())))
         if self.prices:
             spend = self.prices.spend(self.creates)
