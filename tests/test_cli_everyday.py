@@ -1,4 +1,6 @@
-"""Cases 41-46 and 52 through the real ``nanobanana run``: what a person does between runs.
+"""What a person does between runs, through the real ``nanobanana run``.
+
+Fault cases 41-46 and 52 of docs/reliability.md.
 
 An input is known by what it asks for, so editing the prompt file between runs
 pays only for new requests; one run at a time per output folder; Ctrl-C leaves

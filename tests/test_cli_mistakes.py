@@ -1,4 +1,6 @@
-"""A user's mistake on the command line is exit 2 and one line, never a traceback (case 51).
+"""A user's mistake on the command line is exit 2 and one line, never a traceback.
+
+Fault case 51 of docs/reliability.md.
 
 Input that is not UTF-8 text, an ``--out`` or ``--journal`` that cannot be
 used, a prompt file that is missing, unreadable or a folder: each is refused

@@ -1,4 +1,4 @@
-"""The paid create is never duplicated and never fails silently (reliability cases 1-13).
+"""The paid create is never duplicated and never fails silently (docs/reliability.md, cases 1-13).
 
 A create that provably never left the client (refused, no DNS answer, a
 connect or pool timeout, a 408) is retried, and a 429 is waited out; one that

@@ -1,4 +1,6 @@
-"""Downloads carry no credentials, stay bounded and save atomically (reliability cases 19-29).
+"""Downloads carry no credentials, stay bounded and save atomically.
+
+Fault cases 19-29 of docs/reliability.md.
 
 An image is fetched without the key or a cookie, over https (plain http only on
 loopback or by opt-in), never past the size cap, restarted from byte 0 when cut

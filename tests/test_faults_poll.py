@@ -1,4 +1,4 @@
-"""Polling survives faults, paces itself and ends cleanly (reliability cases 14-18).
+"""Polling survives faults, paces itself and ends cleanly (docs/reliability.md, cases 14-18).
 
 Status queries are free, so transient failures (5xx, 408, a non-JSON 200, a
 reset, a timeout) are retried with jitter, a bounded number of times; a 404 just

@@ -1,4 +1,6 @@
-"""Leaving, cancelling and closing leak nothing and wait for nothing (reliability cases 35-37).
+"""Leaving, cancelling and closing leak nothing and wait for nothing.
+
+Fault cases 35-37 of docs/reliability.md.
 
 tests/test_batch.py already covers leaving a batch early (break, raise,
 deadline, cancel scope, ``async with``) while jobs poll. These tests add the

@@ -1,4 +1,6 @@
-"""The key stays secret, hostile input builds nothing, transport is strict (reliability 30-34).
+"""The key stays secret, hostile input builds nothing, transport is strict.
+
+Fault cases 30-34 of docs/reliability.md.
 
 The key goes only to the API origin and shows up in no repr, error, log,
 journal or file; an id that is not a plain token builds no URL and no path; a

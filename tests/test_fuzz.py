@@ -1,4 +1,4 @@
-"""The response parsers take any bytes and never crash (reliability case 40).
+"""The response parsers take any bytes and never crash (docs/reliability.md, case 40).
 
 The parsers are pure functions over bytes, statuses and headers
 (``_responses.decode_json`` / ``task_payload`` / ``error_from_response``,

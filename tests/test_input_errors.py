@@ -1,4 +1,6 @@
-"""Cases 47-48: what a batch does with an input that raises, and with a blank prompt.
+"""What a batch does with an input that raises, and with a blank prompt.
+
+Fault cases 47-48 of docs/reliability.md.
 
 The user's iterable raising is the user's own error: it ends the stream as
 itself, but only after every job already created (paid) has delivered its

@@ -1,4 +1,6 @@
-"""Cases 41-43 and the schema change: the journal knows an input by what it asks for.
+"""The journal knows an input by what it asks for, and copes with older and newer versions.
+
+Fault cases 41-43 of docs/reliability.md.
 
 Each test runs journaled batches against the simulator and counts the creates
 per prompt from the simulator's own task table, so "paid once" is read from

@@ -1,4 +1,6 @@
-"""Cases 40 and 44: a Hypothesis state machine edits the input, crashes and resumes batches.
+"""A Hypothesis state machine edits the input, crashes and resumes batches.
+
+Fault cases 40 and 44 of docs/reliability.md.
 
 Between runs the prompt list is edited as a person edits a file: lines
 inserted anywhere (new ones or copies of existing ones), deleted, moved,

@@ -1,4 +1,4 @@
-"""A client used after close, or from another event loop (reliability case 49).
+"""A client used after close, or from another event loop (docs/reliability.md, case 49).
 
 Every call on a closed client raises ClientClosedError, never an asyncio
 "different event loop" or "Event loop is closed" error, and sends nothing.

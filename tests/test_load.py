@@ -1,4 +1,4 @@
-"""Many jobs in flat memory, and a seeded soak of mixed faults (reliability cases 38-39).
+"""Many jobs in flat memory, and a seeded soak of mixed faults (docs/reliability.md, cases 38-39).
 
 A lazy input is read only about the concurrency ahead, with flat memory and
 connections within their limits; under a fault mix every input gets one

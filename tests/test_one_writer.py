@@ -1,4 +1,6 @@
-"""Case 45 in one process, and the lock's life: one writer per journal and output folder.
+"""One writer per journal and output folder, in one process, and the lock's life.
+
+Fault case 45 of docs/reliability.md (the command line's side is in test_cli_everyday).
 
 Two batches on one journal (or one folder) would pay twice for the same
 inputs; the second is refused before it opens the journal or sends anything.

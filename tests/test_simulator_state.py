@@ -1,4 +1,4 @@
-"""The simulator's ``state_path``: its tasks outlive the process (reliability case 50).
+"""The simulator's ``state_path``: its tasks outlive the process (docs/reliability.md, case 50).
 
 So an interrupted ``nanobanana run --simulate`` resumes like a real run: images
 in flight are fetched on the rerun, not failed with TaskNotFoundError.
