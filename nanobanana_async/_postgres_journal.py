@@ -280,11 +280,20 @@ class PostgresJournal(Journal):
             pacing.limit_requests(share)
 
     async def _renew_forever(self) -> None:
-        """Every third of a lease: push back the deadlines of every input this worker holds."""
+        """Every third of a lease: push back the deadlines of every input this worker holds.
+
+        After a failed renewal (the database away), try again every tick: once
+        it is back, this worker's leases, run out meanwhile, are renewed before
+        other workers (who look every few seconds) take them over.
+        """
         while True:
             await anyio.sleep(self.lease_seconds / 3)
-            with contextlib.suppress(JournalError):
-                await self._run(self._renew, retry=False)
+            while True:
+                try:
+                    await self._run(self._renew, retry=False)
+                    break
+                except JournalError:
+                    await anyio.sleep(min(_TICK, self.lease_seconds / 3))
 
     async def _renew(self, conn: asyncpg.Connection) -> None:
         await conn.execute(
