@@ -199,7 +199,7 @@ class PostgresJournal(Journal):
                 )
 
     async def aclose(self) -> None:
-        """Give back every lease this worker holds, and disconnect."""
+        """Leave the batch (what this worker holds goes to the others), and disconnect."""
         if self._pool is None:
             return
         with contextlib.suppress(JournalError):
@@ -207,10 +207,15 @@ class PostgresJournal(Journal):
         await self._close_pool()
 
     async def _sign_off(self, conn: asyncpg.Connection) -> None:
-        """A clean stop: this worker's leases are given back and it leaves the workers' list."""
+        """A stop (the batch done, or cut short): this worker leaves the workers' list.
+
+        Inputs it still holds unfinished (a Ctrl-C) are left with a lease that
+        has run out, as a dead worker's would be, so the batch's other workers
+        take them over at once rather than finish without them.
+        """
         async with conn.transaction():
             await conn.execute(
-                "UPDATE nanobanana_inputs SET lease_owner = NULL, lease_until = NULL "
+                "UPDATE nanobanana_inputs SET lease_until = now() - interval '1 second' "
                 "WHERE batch = $1 AND lease_owner = $2",
                 self.batch,
                 self.worker,
@@ -357,12 +362,13 @@ class PostgresJournal(Journal):
         )
 
     async def leftovers(self) -> AsyncIterator[JournalEntry]:
-        """Unsettled rows whose worker's lease ran out (it died), taken a block at a time.
+        """Unsettled rows whose worker's lease ran out, taken a block at a time.
 
-        While other live workers still hold unsettled rows, wait (they may die
-        too, and then their rows are ours); end when none is left but this
-        worker's own. Rows nobody holds are not taken: a worker that stopped
-        cleanly gave them back on purpose (a cap, a line removed from its input).
+        Such a worker died, or stopped short (a Ctrl-C leaves its leases run
+        out). While other live workers still hold unsettled rows, wait (they
+        may stop too, and then their rows are ours); end when none is left but
+        this worker's own. Rows nobody holds are not taken: a worker let them
+        go on purpose (its ``max_jobs`` cap was reached).
         """
         while True:
             rows = await self._run(self._take_expired)

@@ -31,13 +31,17 @@ class BatchWorker:
 class PostgresBatch:
     """What a PostgreSQL batch holds: its rows (in input order), its workers, and its pace.
 
-    ``max_requests_per_second`` is the batch's request rate (None: none set),
-    split among its live workers; ``creates_paused_for`` is how many more
-    seconds a 429 seen by one of them pauses every worker's creates (0: none).
+    ``in_flight`` holds the keys (``JournalEntry.key``) of unfinished inputs
+    a live worker holds: a ``submitting`` one among them is a create on the
+    wire, not an uncertain one. ``max_requests_per_second`` is the batch's
+    request rate (None: none set), split among its live workers;
+    ``creates_paused_for`` is how many more seconds a 429 seen by one of them
+    pauses every worker's creates (0: none).
     """
 
     entries: list[JournalEntry]
     workers: list[BatchWorker]
+    in_flight: frozenset[tuple[str, int]] = frozenset()
     max_requests_per_second: float | None = None
     creates_paused_for: float = 0.0
 
@@ -77,6 +81,11 @@ async def read_postgres_journal(dsn: str, batch: str, *, missing_ok: bool = Fals
                 return PostgresBatch([], [])
             raise JournalError(f"{shown} has no batch {batch!r}")
         rows = await conn.fetch(f"{sql.SELECT} WHERE batch = $1 ORDER BY idx", batch)
+        held = await conn.fetch(
+            "SELECT request_hash, occurrence FROM nanobanana_inputs WHERE batch = $1 "
+            "AND lease_until > now() AND state NOT IN ('saved', 'failed', 'uncertain')",
+            batch,
+        )
         workers = await conn.fetch(
             "SELECT w.worker, w.host, w.pid, extract(epoch FROM now() - w.seen_at), "
             "(SELECT count(*) FROM nanobanana_inputs i WHERE i.batch = w.batch "
@@ -94,4 +103,5 @@ async def read_postgres_journal(dsn: str, batch: str, *, missing_ok: bool = Fals
         BatchWorker(worker=w[0], host=w[1], pid=w[2], seen_ago=float(w[3]), holding=w[4])
         for w in workers
     ]
-    return PostgresBatch(entries, holders, pace[0], float(pace[1] or 0.0))
+    in_flight = frozenset((row[0], row[1]) for row in held)
+    return PostgresBatch(entries, holders, in_flight, pace[0], float(pace[1] or 0.0))

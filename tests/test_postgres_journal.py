@@ -25,7 +25,7 @@ from nanobanana_async import (
 )
 from nanobanana_async.testing import Simulator
 
-from .helpers import fast_client
+from .helpers import fast_client, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -184,7 +184,7 @@ def test_a_batch_needs_a_name(batch: Any) -> None:
         PostgresJournal("postgresql://u@127.0.0.1/db", batch=batch)
 
 
-async def test_uses_by_a_client_leave_no_lease_behind(
+async def test_uses_by_a_client_leave_no_live_lease_behind(
     sim: Simulator, tmp_path: Path, postgres_dsn: str
 ) -> None:
     import asyncpg
@@ -199,7 +199,7 @@ async def test_uses_by_a_client_leave_no_lease_behind(
     conn = await asyncpg.connect(postgres_dsn)
     try:
         held = await conn.fetchval(
-            "SELECT count(*) FROM nanobanana_inputs WHERE lease_owner IS NOT NULL"
+            "SELECT count(*) FROM nanobanana_inputs WHERE lease_until > now()"
         )
     finally:
         await conn.close()
@@ -315,3 +315,37 @@ async def test_an_input_another_worker_holds_is_reported_then_taken_over_when_it
     assert sum(isinstance(event, Saved) for event in seen) == 2
     assert stats.held_elsewhere == 1
     assert sim.counters.creates == 2
+
+
+async def test_inputs_a_worker_stopped_short_held_go_to_the_others_without_waiting_out_its_lease(
+    sim: Simulator, tmp_path: Path, postgres_dsn: str
+) -> None:
+    stopped = PostgresJournal(postgres_dsn, batch="shared", lease_seconds=60)
+    saved: list[int] = []
+
+    async def other_worker() -> None:
+        saved.append(await saved_in(sim, tmp_path, PostgresJournal(postgres_dsn, batch="shared")))
+
+    with anyio.fail_after(15):  # far less than the stopped worker's lease
+        # The first worker holds an input it never finishes, then a Ctrl-C closes it.
+        async with anyio.create_task_group() as workers, stopped:
+            assert await stopped.claim(pending(PROMPTS[0])) is not None
+            workers.start_soon(other_worker)
+            await wait_until(lambda: sim.counters.creates == len(PROMPTS) - 1)
+    assert saved == [len(PROMPTS)]  # the other worker, past that input, came back for it
+    assert sim.counters.creates == len(PROMPTS)
+
+
+async def test_a_create_on_the_wire_is_shown_in_flight_not_uncertain(postgres_dsn: str) -> None:
+    from nanobanana_async import read_postgres_journal
+
+    worker = PostgresJournal(postgres_dsn, batch="shared")
+    sending = pending(PROMPTS[0]).evolve(state=JournalState.SUBMITTING, client_key="k")
+    async with worker:
+        assert await worker.claim(pending(PROMPTS[0])) is not None
+        await worker.put(sending)
+        live = await read_postgres_journal(postgres_dsn, "shared")
+    after = await read_postgres_journal(postgres_dsn, "shared")  # its worker stopped
+    assert live.in_flight == {sending.key}
+    assert after.in_flight == frozenset()
+    assert after.entries[0].settled_state is JournalState.UNCERTAIN

@@ -73,8 +73,11 @@ def journal_command(args: argparse.Namespace, console: Console) -> int:
     where, entries, batch = _read(args)
     counts: Counter[str] = Counter()
     attention: list[dict[str, Any]] = []
+    in_flight = batch.in_flight if batch is not None else frozenset()
     for entry in entries:
         counts[entry.state.value] += 1
+        if in_flight and entry.key in in_flight:
+            continue  # a live worker is on it: nothing needs anyone's attention yet
         if entry.state in _ATTENTION or (entry.state in _RESUMABLE and entry.error):
             attention.append(_brief(entry))
     if args.json:
