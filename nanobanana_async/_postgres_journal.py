@@ -149,7 +149,8 @@ class PostgresJournal(Journal):
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise self._error("cannot connect", exc) from None
         try:
-            await self._run(self._set_up)
+            # A database that is not there at the start is said at once, not waited for.
+            await self._run(self._set_up, retry=False, failing="cannot connect")
         except BaseException:
             await self._close_pool()
             raise
@@ -442,7 +443,13 @@ class PostgresJournal(Journal):
 
     # -- one seam to the database -------------------------------------------------------
 
-    async def _run(self, work: Callable[[Any], Awaitable[T]], *, retry: bool = True) -> T:
+    async def _run(
+        self,
+        work: Callable[[Any], Awaitable[T]],
+        *,
+        retry: bool = True,
+        failing: str = "lost the database",
+    ) -> T:
         """Run ``work`` on a pooled connection; a lost connection is retried (bounded).
 
         Every statement here is idempotent (upserts and conditional updates), so
@@ -471,7 +478,7 @@ class PostgresJournal(Journal):
                     return await work(conn)
             except lost as exc:
                 if anyio.current_time() + delay > deadline:
-                    raise self._error("lost the database", exc) from None
+                    raise self._error(failing, exc) from None
             except asyncpg.PostgresError as exc:
                 raise self._error("failed", exc) from None
             await anyio.sleep(delay)

@@ -230,3 +230,16 @@ def test_a_rate_or_lease_that_is_not_a_fitting_number_is_refused(
         f"nanobanana run: error: argument {option}: expected a number, {allowed}, got "
         f"{value!r} (see 'nanobanana run --help')\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [(("--batch", "nightly"), "--batch"), (("--lease-seconds", "10"), "--lease-seconds")],
+)
+def test_a_postgresql_option_without_a_postgresql_journal_is_refused(
+    tmp_path: Path, options: tuple[str, str], named: str
+) -> None:
+    out = str(tmp_path / "out")
+    result = run_refused(tmp_path, "run", str(EXAMPLE_PROMPTS), "--out", out, *options)
+    line = assert_refused(result, named, "PostgreSQL journal (--journal postgresql://...)")
+    assert "Traceback" not in line

@@ -349,3 +349,10 @@ async def test_a_create_on_the_wire_is_shown_in_flight_not_uncertain(postgres_ds
     assert live.in_flight == {sending.key}
     assert after.in_flight == frozenset()
     assert after.entries[0].settled_state is JournalState.UNCERTAIN
+
+
+async def test_a_database_that_is_not_there_at_the_start_is_said_at_once() -> None:
+    journal = PostgresJournal("postgresql://u:secret@127.0.0.1:9/none", batch="b")
+    with anyio.fail_after(10), pytest.raises(JournalError, match="cannot connect") as caught:
+        await journal.open()
+    assert "secret" not in str(caught.value)

@@ -201,7 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--lease-seconds",
         type=_seconds,
-        default=30.0,
         metavar="S",
         help="with a PostgreSQL journal, how long the inputs of a worker that died wait "
         "before other workers take them over (default 30)",
@@ -308,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _journal(args, Console(soft_wrap=True))
     if getattr(args, "concurrency", 1) < 1:
         parser.error("--concurrency must be at least 1")
+    if args.command == "run":
+        _check_postgres_options(args, parser)
     dry_run = getattr(args, "dry_run", False)
     try:
         if not dry_run:  # a dry run sends nothing, so it needs no key
@@ -319,6 +320,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if dry_run:
         return _dry_run(args, Console(soft_wrap=True))
     return _run_async(args, Console(soft_wrap=True))
+
+
+def _check_postgres_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """--batch and --lease-seconds mean something only with a PostgreSQL journal: say so."""
+    from nanobanana_async import PostgresJournal
+
+    shared = args.journal is not None and PostgresJournal.is_url(args.journal)
+    if args.lease_seconds is None:
+        args.lease_seconds = 30.0
+    elif not shared:
+        parser.error("--lease-seconds is for a PostgreSQL journal (--journal postgresql://...)")
+    if args.batch is not None and not shared:
+        parser.error(
+            "--batch names a batch in a PostgreSQL journal (--journal postgresql://...); "
+            "a SQLite journal holds one batch"
+        )
 
 
 def _check_key(args: argparse.Namespace) -> None:
