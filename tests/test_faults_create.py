@@ -324,8 +324,9 @@ async def test_each_uncertain_submission_gets_its_own_client_key(sim: Simulator)
         (Delay(2.0, create_first=True), Timeouts(read=0.2)),
         (Respond(502, "<html>Bad gateway</html>", create_first=True), Timeouts()),
         (Respond(200, "<html>Welcome</html>", create_first=True), Timeouts()),
+        (Respond(200, {"code": 503, "msg": "busy"}, create_first=True), Timeouts()),
     ],
-    ids=["read-timeout", "502-after-create", "html-200"],
+    ids=["read-timeout", "502-after-create", "html-200", "503-inside-a-200"],
 )
 async def test_an_uncertain_create_is_journaled_and_not_resent_on_rerun_without_the_flag(
     sim: Simulator, tmp_path: Path, fault: Fault, timeouts: Timeouts

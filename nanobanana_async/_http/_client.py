@@ -178,7 +178,13 @@ class HTTPClient:
         if 500 <= status <= 599:
             error = error_from_response(status, body, answer_headers, operation="create")
             raise uncertain(f"the service answered HTTP {status}: {error.message}")
-        return self._task_from(status, body, answer_headers, operation="create")
+        try:
+            return self._task_from(status, body, answer_headers, operation="create")
+        except ServerError as exc:
+            # A 200 whose body reports a 5xx: as with a real one, the task may exist.
+            raise uncertain(
+                f"the service answered 200 reporting {exc.status}: {exc.message}"
+            ) from None
 
     async def query(self, task_id: str) -> Task:
         """One status query for ``task_id`` (free and idempotent)."""
