@@ -10,10 +10,8 @@ own. A worker that dies stops renewing; once its deadlines pass, another
 worker takes its rows and carries on from what they say (a submitted task is
 polled again, never created again; a create cut off mid-flight is
 uncertain). The schema is created and versioned here; a database whose
-schema is newer than this library knows is refused, never touched.
-
-asyncpg is imported on first use, so ``import nanobanana_async`` works
-without it; the ``postgres`` extra installs it.
+schema is newer than this library knows is refused, never touched. Every
+statement reaches the database through ``_postgres_connection.Database``.
 """
 
 from __future__ import annotations
@@ -24,52 +22,27 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import attrs
-import yarl
 
 from . import _postgres_sql as sql
 from ._errors import ConfigurationError, JournalError
 from ._journal import Journal, JournalEntry, JournalState, entry_from_row, row_of
 from ._limits import BatchPacing
+from ._postgres_connection import Database, is_postgres_url, redact_dsn
 
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["ALIVE_WITHIN", "PostgresJournal", "import_asyncpg", "is_postgres_url", "redact_dsn"]
+__all__ = ["ALIVE_WITHIN", "PostgresJournal"]
 
-T = TypeVar("T")
-_HIDDEN: Final = "***"
 #: Seconds between two looks at the batch's shared pace (its 429 pause and request rate).
 _TICK: Final = 0.5
 #: A worker not heard from for this long no longer counts for the batch's request rate.
 ALIVE_WITHIN: Final = 10 * _TICK
-
-
-def redact_dsn(dsn: str) -> str:
-    """The connection string with any password replaced by ``***`` (for reprs and errors)."""
-    try:
-        url = yarl.URL(dsn)
-    except (TypeError, ValueError):
-        return "postgresql://***"
-    if url.password is not None:
-        url = url.with_password(_HIDDEN)
-    if "password" in url.query:
-        url = url.update_query({"password": _HIDDEN})
-    return str(url)
-
-
-def import_asyncpg() -> Any:
-    try:
-        import asyncpg
-    except ImportError:
-        raise ConfigurationError(
-            "the PostgreSQL journal needs asyncpg: pip install 'nanobanana-async[postgres]'"
-        ) from None
-    return asyncpg
 
 
 class PostgresJournal(Journal):
@@ -110,16 +83,17 @@ class PostgresJournal(Journal):
                 f"rate), got {rate!r}"
             )
         self.max_requests_per_second = rate
-        self._dsn = dsn
         self.batch = batch
         self.lease_seconds = float(lease_seconds)
         self.reconnect_within = float(reconnect_within)
-        self._pool_size = pool_size
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self._pool: asyncpg.Pool | None = None
+        self._shown = f"PostgresJournal({redact_dsn(dsn)!r}, batch={batch!r})"
+        self._db = Database(
+            dsn, label=self._shown, pool_size=pool_size, reconnect_within=self.reconnect_within
+        )
 
     def __repr__(self) -> str:
-        return f"PostgresJournal({redact_dsn(self._dsn)!r}, batch={self.batch!r})"
+        return self._shown
 
     @staticmethod
     def is_url(target: str) -> bool:
@@ -135,24 +109,12 @@ class PostgresJournal(Journal):
 
     async def open(self) -> None:
         """Connect, create or check the schema, register the batch and this worker."""
-        asyncpg = import_asyncpg()
-        try:
-            # No floor of idle connections: a pool keeping one logs a traceback of its own
-            # while the database restarts; connections are made as they are needed.
-            self._pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=0,
-                max_size=self._pool_size,
-                command_timeout=30,
-                max_inactive_connection_lifetime=30,
-            )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise self._error("cannot connect", exc) from None
+        await self._db.connect()
         try:
             # A database that is not there at the start is said at once, not waited for.
-            await self._run(self._set_up, retry=False, failing="cannot connect")
+            await self._db.run(self._set_up, retry=False, failing="cannot connect")
         except BaseException:
-            await self._close_pool()
+            await self._db.close()
             raise
 
     async def _set_up(self, conn: asyncpg.Connection) -> None:
@@ -201,11 +163,11 @@ class PostgresJournal(Journal):
 
     async def aclose(self) -> None:
         """Leave the batch (what this worker holds goes to the others), and disconnect."""
-        if self._pool is None:
+        if not self._db.is_open:
             return
         with contextlib.suppress(JournalError):
-            await self._run(self._sign_off, retry=False)
-        await self._close_pool()
+            await self._db.run(self._sign_off, retry=False)
+        await self._db.close()
 
     async def _sign_off(self, conn: asyncpg.Connection) -> None:
         """A stop (the batch done, or cut short): this worker leaves the workers' list.
@@ -226,13 +188,6 @@ class PostgresJournal(Journal):
                 self.batch,
                 self.worker,
             )
-
-    async def _close_pool(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            with anyio.move_on_after(5, shield=True):
-                await pool.close()
-            pool.terminate()
 
     @contextlib.asynccontextmanager
     async def working(self, pacing: BatchPacing | None = None) -> AsyncIterator[None]:
@@ -271,7 +226,7 @@ class PostgresJournal(Journal):
             return await conn.fetchrow(sql.TICK, self.batch, ours, self.worker, ALIVE_WITHIN)
 
         try:
-            row = await self._run(tick, retry=False)
+            row = await self._db.run(tick, retry=False)
         except JournalError:
             return  # the database is away: keep the pace as it was, look again next tick
         if row is None:
@@ -296,7 +251,7 @@ class PostgresJournal(Journal):
             await anyio.sleep(self.lease_seconds / 3)
             while True:
                 try:
-                    await self._run(self._renew, retry=False)
+                    await self._db.run(self._renew, retry=False)
                     break
                 except JournalError:
                     await anyio.sleep(min(_TICK, self.lease_seconds / 3))
@@ -319,7 +274,7 @@ class PostgresJournal(Journal):
 
     async def get(self, request_hash: str, occurrence: int) -> JournalEntry | None:
         """The row of this input, if any."""
-        row = await self._run(
+        row = await self._db.run(
             lambda conn: conn.fetchrow(
                 f"{sql.SELECT} WHERE batch = $1 AND request_hash = $2 AND occurrence = $3",
                 self.batch,
@@ -332,7 +287,7 @@ class PostgresJournal(Journal):
     async def put(self, entry: JournalEntry) -> None:
         """Write ``entry``'s row, while the input is this worker's; returns once committed."""
         values = (self.batch, *row_of(entry), self.worker, self.lease_seconds)
-        written = await self._run(lambda conn: conn.fetchval(sql.PUT, *values))
+        written = await self._db.run(lambda conn: conn.fetchval(sql.PUT, *values))
         if written is None:
             raise JournalError(
                 f"{self!r}: input {entry.index} is held by another worker (this worker's "
@@ -345,12 +300,12 @@ class PostgresJournal(Journal):
         A settled row (saved, failed, uncertain) comes back as it is, with no lease.
         """
         values = (self.batch, *row_of(entry), self.worker, self.lease_seconds)
-        row = await self._run(lambda conn: conn.fetchrow(sql.CLAIM, *values))
+        row = await self._db.run(lambda conn: conn.fetchrow(sql.CLAIM, *values))
         return None if row is None else entry_from_row(tuple(row))
 
     async def let_go(self, request_hash: str, occurrence: int) -> None:
         """Give this worker's lease on one input back (it will not work on it after all)."""
-        await self._run(
+        await self._db.run(
             lambda conn: conn.execute(
                 "UPDATE nanobanana_inputs SET lease_owner = NULL, lease_until = NULL "
                 "WHERE batch = $1 AND request_hash = $2 AND occurrence = $3 "
@@ -372,12 +327,12 @@ class PostgresJournal(Journal):
         go on purpose (its ``max_jobs`` cap was reached).
         """
         while True:
-            rows = await self._run(self._take_expired)
+            rows = await self._db.run(self._take_expired)
             for row in rows:
                 yield entry_from_row(tuple(row))
             if rows:
                 continue
-            held = await self._run(
+            held = await self._db.run(
                 lambda conn: conn.fetchval(
                     "SELECT count(*) FROM nanobanana_inputs WHERE batch = $1 "
                     "AND state NOT IN ('saved', 'failed', 'uncertain') "
@@ -397,14 +352,14 @@ class PostgresJournal(Journal):
 
     async def entries(self) -> list[JournalEntry]:
         """Every row of this batch, in input order."""
-        rows = await self._run(
+        rows = await self._db.run(
             lambda conn: conn.fetch(f"{sql.SELECT} WHERE batch = $1 ORDER BY idx", self.batch)
         )
         return [entry_from_row(tuple(row)) for row in rows]
 
     async def counts(self) -> dict[JournalState, int]:
         """How many rows of this batch are in each state."""
-        rows = await self._run(
+        rows = await self._db.run(
             lambda conn: conn.fetch(
                 "SELECT state, count(*) FROM nanobanana_inputs WHERE batch = $1 GROUP BY state",
                 self.batch,
@@ -434,60 +389,12 @@ class PostgresJournal(Journal):
                     page,
                 )
 
-            rows = await self._run(read)
+            rows = await self._db.run(read)
             for row in rows:
                 yield row[0], row[1]
             if len(rows) < page:
                 return
             after = (rows[-1][0], rows[-1][1])
-
-    # -- one seam to the database -------------------------------------------------------
-
-    async def _run(
-        self,
-        work: Callable[[Any], Awaitable[T]],
-        *,
-        retry: bool = True,
-        failing: str = "lost the database",
-    ) -> T:
-        """Run ``work`` on a pooled connection; a lost connection is retried (bounded).
-
-        Every statement here is idempotent (upserts and conditional updates), so
-        running one again after a connection died mid-way is safe.
-        """
-        asyncpg = import_asyncpg()
-        if self._pool is None:
-            raise JournalError(f"{self!r} is not open; use 'async with journal:'")
-        # What a database going away (a restart, a lost network) looks like from here;
-        # InternalClientError is a connection that died in the middle of a statement.
-        lost: tuple[type[BaseException], ...] = (
-            OSError,
-            TimeoutError,
-            asyncpg.InterfaceError,
-            asyncpg.InternalClientError,
-            asyncpg.CannotConnectNowError,
-            asyncpg.ConnectionDoesNotExistError,
-            asyncpg.AdminShutdownError,
-            asyncpg.ConnectionFailureError,
-        )
-        deadline = anyio.current_time() + (self.reconnect_within if retry else 0.0)
-        delay = 0.1
-        while True:
-            try:
-                async with self._pool.acquire() as conn:
-                    return await work(conn)
-            except lost as exc:
-                if anyio.current_time() + delay > deadline:
-                    raise self._error(failing, exc) from None
-            except asyncpg.PostgresError as exc:
-                raise self._error("failed", exc) from None
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-    def _error(self, what: str, exc: BaseException) -> JournalError:
-        """A JournalError in our own words: the connection string only ever redacted."""
-        detail = str(exc).replace(self._dsn, redact_dsn(self._dsn))
-        return JournalError(f"{self!r} {what}: {type(exc).__name__}: {detail}")
 
 
 @attrs.define
@@ -496,8 +403,3 @@ class _SharedPace:
 
     pause: float = 0.0
     rate: float | None = None
-
-
-def is_postgres_url(target: str) -> bool:
-    """True for a ``postgresql://`` (or ``postgres://``) connection string."""
-    return target.startswith(("postgresql://", "postgres://"))

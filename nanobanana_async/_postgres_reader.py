@@ -11,7 +11,8 @@ import attrs
 from . import _postgres_sql as sql
 from ._errors import JournalError
 from ._journal import JournalEntry, entry_from_row
-from ._postgres_journal import ALIVE_WITHIN, import_asyncpg, redact_dsn
+from ._postgres_connection import import_asyncpg, redact_dsn
+from ._postgres_journal import ALIVE_WITHIN
 
 __all__ = ["BatchWorker", "PostgresBatch", "read_postgres_journal"]
 
