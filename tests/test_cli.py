@@ -95,7 +95,7 @@ def example_prompts() -> list[str]:
 
 
 @contextlib.contextmanager
-def simulator_process(workdir: Path, api_key: str) -> Iterator[str]:
+def simulator_process(workdir: Path, api_key: str, latency: str = "instant") -> Iterator[str]:
     """A standalone simulator subprocess accepting ``api_key``; yields its base URL.
 
     It is stopped (by its pid) when the block ends, whatever happened.
@@ -113,14 +113,14 @@ def simulator_process(workdir: Path, api_key: str) -> Iterator[str]:
                 "--api-key",
                 api_key,
                 "--latency",
-                "instant",
+                latency,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=clean_env(),
         )
         try:
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 30
             while not ready.exists():
                 assert process.poll() is None, "the simulator exited before it was ready"
                 assert time.monotonic() < deadline, "the simulator did not become ready"

@@ -24,13 +24,11 @@ calls what the block only defines (a function that takes a client, say).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,7 +38,7 @@ import pytest
 import nanobanana_async
 import nanobanana_async.testing
 
-from .helpers import stop_process
+from .test_cli import simulator_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCS = REPO_ROOT / "docs"
@@ -200,33 +198,8 @@ def _clean_env() -> dict[str, str]:
 def simulator_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A standalone simulator (fast jobs) on 127.0.0.1 for every example; yields its base URL."""
     workdir = tmp_path_factory.mktemp("docs-simulator")
-    ready = workdir / "ready.json"
-    with (workdir / "simulator.log").open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "nanobanana_async.testing",
-                "--ready-file",
-                str(ready),
-                "--api-key",
-                EXAMPLE_KEY,
-                "--latency",
-                "fast",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=_clean_env(),
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while not ready.exists():
-                assert process.poll() is None, "the simulator exited before it was ready"
-                assert time.monotonic() < deadline, "the simulator did not become ready"
-                time.sleep(0.02)
-            yield str(json.loads(ready.read_text(encoding="utf-8"))["base_url"])
-        finally:
-            stop_process(process)
+    with simulator_process(workdir, EXAMPLE_KEY, latency="fast") as base_url:
+        yield base_url
 
 
 def _run(example: Example, workdir: Path, base_url: str) -> subprocess.CompletedProcess[str]:

@@ -87,16 +87,20 @@ def wait_all(workers: list[subprocess.Popen[bytes]]) -> list[int]:
     return codes
 
 
-def journal_report(sim: Sim, dsn: str) -> dict[str, Any]:
-    result = subprocess.run(
-        [*cli_command(), "journal", dsn, "--batch", "logbook", "--json"],
+def show_journal(sim: Sim, dsn: str, batch: str, *flags: str) -> str:
+    """What ``nanobanana journal DSN --batch BATCH [FLAGS]`` prints (it must succeed)."""
+    return subprocess.run(
+        [*cli_command(), "journal", dsn, "--batch", batch, *flags],
         env=sim.env(),
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
-    )
-    report: dict[str, Any] = json.loads(result.stdout)
+    ).stdout
+
+
+def journal_report(sim: Sim, dsn: str) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads(show_journal(sim, dsn, "logbook", "--json"))
     return report
 
 
@@ -322,21 +326,7 @@ def test_a_batch_request_rate_given_on_the_command_line_holds_and_is_shown(
     calls = counters["create_requests"] + counters["polls"]
     assert counters["creates"] == 12
     assert elapsed >= (calls - 1) / rate, (calls, elapsed)  # one worker: the whole rate
-    shown = subprocess.run(
-        [*cli_command(), "journal", postgres_dsn, "--batch", "slow"],
-        env=sim.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert "request rate: 8 API calls a second for the batch" in shown.stdout
-    as_json = subprocess.run(
-        [*cli_command(), "journal", postgres_dsn, "--batch", "slow", "--json"],
-        env=sim.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert json.loads(as_json.stdout)["max_requests_per_second"] == rate
+    shown = show_journal(sim, postgres_dsn, "slow")
+    assert "request rate: 8 API calls a second for the batch" in shown
+    as_json = json.loads(show_journal(sim, postgres_dsn, "slow", "--json"))
+    assert as_json["max_requests_per_second"] == rate
