@@ -82,6 +82,7 @@ class BatchJob:
                 _report_settled(observer, job, plan.outcome)
                 return plan.outcome
             if plan.elsewhere:  # another worker sharing the journal has it
+                pulled.elsewhere = True
                 observer.held_elsewhere(job)
                 return None
         if plan.task is None and not gate.take_create():

@@ -31,11 +31,13 @@ _END: Final = object()
 class BatchInput:
     """One pulled input: its position, its request (or why it is not one) and its identity."""
 
-    __slots__ = ("error", "fingerprint", "index", "late", "occurrence", "request")
+    __slots__ = ("elsewhere", "error", "fingerprint", "index", "late", "occurrence", "request")
 
     def __init__(self, index: int, item: object, occurrences: dict[str, int] | None) -> None:
+        """Input number ``index``; ``occurrences`` (fingerprint to count so far) identifies it."""
         self.index = index
         self.late = False  # left over by another worker: its index is not in this input's order
+        self.elsewhere = False  # another worker of a shared journal holds it: left to them
         self.request: ImageRequest | None = None
         self.error: InvalidRequestError | None = None
         self.fingerprint = ""
@@ -93,6 +95,12 @@ class InputFeed:
         self.exhausted = False
         self.error: Exception | None = None
         self._leftovers = leftovers
+        # Inputs of this input that another worker held when they came up (their keys).
+        self._left_elsewhere: set[tuple[str, int]] = set()
+
+    def left_elsewhere(self, pulled: BatchInput) -> None:
+        """``pulled`` is another worker's; should it come back as a leftover, it is taken."""
+        self._left_elsewhere.add((pulled.fingerprint, pulled.occurrence))
 
     async def next(self) -> BatchInput | None:
         pulled = await self._next_input() if not self.exhausted else None
@@ -103,9 +111,25 @@ class InputFeed:
     async def _next_leftover(self) -> BatchInput | None:
         """Once the input is read: the inputs a shared journal says other workers left."""
         assert self._leftovers is not None
-        async with self._lock:  # an async generator cannot be stepped by two tasks at once
-            entry = await anext(self._leftovers, None)
-        return None if entry is None else BatchInput.left_over(entry)
+        while True:
+            async with self._lock:  # an async generator cannot be stepped by two tasks at once
+                entry = await anext(self._leftovers, None)
+            if entry is None:
+                return None
+            if self._own_job_has(entry):
+                continue  # this input's own job, pulled but not yet begun, takes it
+            self._left_elsewhere.discard(entry.key)
+            return BatchInput.left_over(entry)
+
+    def _own_job_has(self, entry: JournalEntry) -> bool:
+        """Whether ``entry`` is one of this input's own, not one left to another worker.
+
+        A row whose lease ran out can be handed over while the job of the
+        same input, pulled from this input, has not claimed it yet: running
+        both would work on one input twice.
+        """
+        asked = self.occurrences.get(entry.request_hash, 0) if self.occurrences else 0
+        return entry.occurrence < asked and entry.key not in self._left_elsewhere
 
     async def _next_input(self) -> BatchInput | None:
         if self._sync is not None:

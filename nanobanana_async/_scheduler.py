@@ -212,6 +212,8 @@ class _Batch:
             # image bytes) alive for the whole of its next job. The buffer is unbounded
             # (the window bounds it), so sending never waits.
             outcome = await job(pulled, gate)
+            if pulled.elsewhere:
+                self.feed.left_elsewhere(pulled)
             del pulled
             if outcome is None:
                 # Dropped unsent (the input raised meanwhile, or another worker has it):

@@ -94,7 +94,7 @@ async def test_a_submitted_task_is_polled_again_on_rerun_without_a_new_create(
         states = {e.state for e in await journal_backend.entries(tmp_path)}
         assert states == {JournalState.SUBMITTED}
         second = await _run(client, tmp_path, PROMPTS[:4], journal_backend)
-    assert all(o.ok for o in second)
+    assert all(o.ok for o in second), [repr(o.error) for o in second]
     assert {o.resumed_from for o in second} == {"submitted"}
     assert sim.counters.creates == 4
 

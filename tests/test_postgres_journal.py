@@ -356,3 +356,19 @@ async def test_a_database_that_is_not_there_at_the_start_is_said_at_once() -> No
     with anyio.fail_after(10), pytest.raises(JournalError, match="cannot connect") as caught:
         await journal.open()
     assert "secret" not in str(caught.value)
+
+
+async def test_an_input_of_its_own_whose_lease_ran_out_is_worked_on_once_not_twice(
+    sim: Simulator, tmp_path: Path, postgres_dsn: str
+) -> None:
+    # A run that died left every input pending under its lease: each comes up both in this
+    # worker's own input and among the leftovers it takes over.
+    dead = PostgresJournal(postgres_dsn, batch="shared")
+    async with dead:
+        for index, prompt in enumerate(PROMPTS):
+            assert await dead.claim(pending(prompt, index)) is not None
+    await leave_as_a_dead_worker_would(postgres_dsn, for_seconds=0)
+    for _ in range(3):
+        journal = PostgresJournal(postgres_dsn, batch="shared")
+        assert await saved_in(sim, tmp_path, journal) == len(PROMPTS)
+        assert sim.counters.create_requests == len(PROMPTS)  # one create per input
