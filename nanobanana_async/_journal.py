@@ -249,6 +249,13 @@ class Journal(abc.ABC):
         """
         return contextlib.nullcontext()
 
+    def stopping(self) -> None:  # noqa: B027 (no-op by default)
+        """Its batch is being stopped early (its consumer left); it will close soon.
+
+        A store locked by one run at a time lets a rerun of the same batch in
+        this process wait for that close instead of refusing it.
+        """
+
     async def let_go(self, request_hash: str, occurrence: int) -> None:  # noqa: B027 (no-op)
         """This run will not work on the input after all (a shared store frees its lease)."""
 

@@ -16,16 +16,22 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Final
 
 from ._errors import JournalError, JournalLockedError
 
-__all__ = ["FOLDER_LOCK_NAME", "RunLock"]
+__all__ = ["FOLDER_LOCK_NAME", "RunLock", "wait_while_stopping"]
 
 #: The lock file a journaled batch keeps in the folder it saves into.
 FOLDER_LOCK_NAME: Final = ".nanobanana.lock"
+
+#: Lock files held by a batch of this process that is being stopped (its consumer left the
+#: loop): a new run of the same batch in this process waits for them rather than be refused.
+_stopping: dict[str, threading.Event] = {}
+_stopping_guard = threading.Lock()
 
 #: Windows locks are mandatory byte ranges: lock one byte far past the holder's
 #: details, so a refused run can still read who holds the lock.
@@ -137,6 +143,12 @@ class RunLock:
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, json.dumps(info).encode())
 
+    def stopping(self) -> None:
+        """Its run is being stopped: a new run of this process waits for the release."""
+        if self._fd is not None:
+            with _stopping_guard:
+                _stopping.setdefault(_key(self.path), threading.Event())
+
     def release(self) -> None:
         """Give the lock back (the file stays: unlinking it would race with a new holder)."""
         fd, self._fd = self._fd, None
@@ -147,3 +159,24 @@ class RunLock:
             _unlock(fd)
         finally:
             os.close(fd)
+            with _stopping_guard:
+                released = _stopping.pop(_key(self.path), None)
+            if released is not None:
+                released.set()
+
+
+def wait_while_stopping(path: Path, timeout: float) -> None:
+    """If a run of this process that is being stopped holds ``path``, wait (bounded) for it.
+
+    Blocking. Leaving an ``async for`` over a batch early stops the batch in
+    the background (a create on the wire gets a few seconds' grace); the same
+    batch started again at once would otherwise find its own journal locked.
+    """
+    with _stopping_guard:
+        released = _stopping.get(_key(path))
+    if released is not None:
+        released.wait(timeout)
+
+
+def _key(path: Path) -> str:
+    return os.path.abspath(path)

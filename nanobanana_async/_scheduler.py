@@ -400,6 +400,7 @@ class OutcomeStream:
     def cancel(self) -> None:
         """Stop the batch now: jobs in flight are cancelled and no new request starts."""
         self._receive.close()
+        self._stopping()
         self._batch.scope.cancel()
 
     def _abandon(self) -> None:
@@ -408,9 +409,15 @@ class OutcomeStream:
         if not self._started:
             self._batch.send.close()
         elif not self._finished:
+            self._stopping()
             # Finalizers may run after the event loop is gone; then there is nothing to stop.
             with contextlib.suppress(RuntimeError):
                 self._batch.scope.cancel()
+
+    def _stopping(self) -> None:
+        """Tell the journal: a rerun of this batch may wait for it to close."""
+        if self._batch.journal is not None and not self._batch.finished.is_set():
+            self._batch.journal.stopping()
 
     def __del__(self) -> None:
         if hasattr(self, "_batch"):  # not when __init__ refused its input

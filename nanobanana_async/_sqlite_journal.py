@@ -20,7 +20,7 @@ import anyio
 
 from ._errors import JournalError
 from ._journal import Journal, JournalEntry, JournalState, entry_from_row, row_of
-from ._lock import FOLDER_LOCK_NAME, RunLock
+from ._lock import FOLDER_LOCK_NAME, RunLock, wait_while_stopping
 
 __all__ = ["SCHEMA_VERSION", "JournalReader", "SQLiteJournal", "read_journal"]
 
@@ -28,6 +28,8 @@ __all__ = ["SCHEMA_VERSION", "JournalReader", "SQLiteJournal", "read_journal"]
 APPLICATION_ID: Final = 0x4E42_4A31  # "NBJ1"
 #: 1: rows keyed by input position. 2: rows keyed by (request fingerprint, occurrence).
 SCHEMA_VERSION: Final = 2
+#: How long a run waits for the locks of a batch of this process that is being stopped.
+_STOPPING_WAIT: Final = 30.0
 
 _TABLE: Final = """
 CREATE TABLE {name} (
@@ -174,9 +176,11 @@ class SQLiteJournal(Journal):
             if self.folder is not None:
                 self.folder.mkdir(parents=True, exist_ok=True)
                 taken.append(RunLock(self.folder / FOLDER_LOCK_NAME, guarded=self.folder))
+                wait_while_stopping(taken[-1].path, _STOPPING_WAIT)
                 taken[-1].acquire()
             self.path.parent.mkdir(parents=True, exist_ok=True)
             taken.append(RunLock(self.path.with_name(self.path.name + ".lock"), guarded=self.path))
+            wait_while_stopping(taken[-1].path, _STOPPING_WAIT)
             taken[-1].acquire()
             conn = self._connect()
         except BaseException:
@@ -190,6 +194,11 @@ class SQLiteJournal(Journal):
     def _unlock(self) -> None:
         while self._locks:
             self._locks.pop().release()
+
+    def stopping(self) -> None:
+        """Its batch is being stopped: a rerun of it in this process waits for the locks."""
+        for lock in self._locks:
+            lock.stopping()
 
     def _connect(self) -> sqlite3.Connection:
         existed = self.path.exists() and self.path.stat().st_size > 0

@@ -198,3 +198,20 @@ async def test_two_batches_opening_one_journal_at_once_keep_the_winners_locks(
             _lock_now(tmp_path / "j.sqlite.lock", tmp_path / "j.sqlite")
     assert len(refusals) == 1
     assert sim.counters.creates == len(PROMPTS)
+
+
+async def test_leaving_a_batch_early_then_starting_it_again_waits_for_it_rather_than_refuse(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """``break`` stops a batch in the background; the same batch started at once waits for it."""
+    sim.latency = LatencyProfile.uniform(0.3, 0.3)
+    journal = tmp_path / "journal.sqlite"
+    async with NanoBanana(
+        api_key=sim.api_key, base_url=sim.base_url, polling=FixedPolling(0.02), retry=FAST_RETRY
+    ) as client:
+        async for outcome in client.generate_many(PROMPTS, save_to=tmp_path, journal=journal):
+            assert outcome.ok
+            break  # every other job is still running, its input's row still being written
+        with anyio.fail_after(30):
+            assert await _drain(client, tmp_path, journal) == len(PROMPTS)
+    assert sim.counters.creates == len(PROMPTS)
