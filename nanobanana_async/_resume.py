@@ -128,10 +128,13 @@ class EntryRecorder:
         )
 
     async def uncertain(self, error: NanoBananaError) -> None:
-        """The create may be billed: never sent again without the user's say-so."""
-        await self._put(
-            state=JournalState.UNCERTAIN, error_type=type(error).__name__, error=str(error)
-        )
+        """The create may be billed: never sent again without the user's say-so.
+
+        The row keeps why the answer was lost (not the whole message, which a
+        rerun's own ``SubmissionUncertainError`` would nest).
+        """
+        reason = error.reason if isinstance(error, SubmissionUncertainError) else str(error)
+        await self._put(state=JournalState.UNCERTAIN, error_type=type(error).__name__, error=reason)
 
     async def finished(self, task: Task) -> None:
         """Completed (with its URL's expiry) or failed (with the service's reason)."""
@@ -249,7 +252,7 @@ class BatchJournal:
             entry = entry.evolve(state=JournalState.UNCERTAIN, error=entry.error or "cut off")
             await self.journal.put(entry)
         error = SubmissionUncertainError(
-            f"a previous run sent this create and never saw its answer ({entry.error or state})",
+            f"a previous run sent this create and never saw its answer: {entry.error or state}",
             request=request,
             submitted_at=entry.updated_at,
             client_key=entry.client_key,

@@ -115,6 +115,10 @@ async def test_an_uncertain_create_is_reported_and_not_resent_without_the_flag(
     assert isinstance(second[0].error, SubmissionUncertainError)
     assert second[0].resumed_from == "uncertain"
     assert sim.counters.create_requests == 1
+    said = str(second[0].error)  # the first run's reason, told once, not nested in its message
+    assert said.count("answer was lost") == 1, said
+    assert entry.error is not None
+    assert entry.error in said
 
     third = await _run(client, tmp_path, PROMPTS[:1], journal_backend, resubmit_uncertain=True)
     assert third[0].ok
