@@ -249,6 +249,10 @@ class Journal(abc.ABC):
         """
         return contextlib.nullcontext()
 
+    #: Written by several workers, possibly on other machines (PostgreSQL): an image one of
+    #: them saved is on that worker's disk, so a rerun elsewhere does not fetch it again.
+    shared: bool = False
+
     def stopping(self) -> None:  # noqa: B027 (no-op by default)
         """Its batch is being stopped early (its consumer left); it will close soon.
 

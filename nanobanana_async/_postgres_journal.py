@@ -92,6 +92,8 @@ class PostgresJournal(Journal):
             dsn, label=self._shown, pool_size=pool_size, reconnect_within=self.reconnect_within
         )
 
+    shared = True
+
     def __repr__(self) -> str:
         return self._shown
 

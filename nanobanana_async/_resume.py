@@ -228,7 +228,8 @@ class BatchJournal:
         if state is JournalState.SAVED:
             if entry.path is not None:
                 path = Path(entry.path)
-                if await anyio.to_thread.run_sync(path.is_file):
+                # A shared journal's image may be on the disk of the worker that saved it.
+                if self.journal.shared or await anyio.to_thread.run_sync(path.is_file):
                     return answer(path=path)
             state = JournalState.COMPLETED  # the file went missing: fetch it again
         if state in (JournalState.COMPLETED, JournalState.SUBMITTED):

@@ -372,3 +372,21 @@ async def test_an_input_of_its_own_whose_lease_ran_out_is_worked_on_once_not_twi
         journal = PostgresJournal(postgres_dsn, batch="shared")
         assert await saved_in(sim, tmp_path, journal) == len(PROMPTS)
         assert sim.counters.create_requests == len(PROMPTS)  # one create per input
+
+
+async def test_a_worker_with_its_own_folder_does_not_fetch_again_what_another_saved(
+    sim: Simulator, tmp_path: Path, postgres_dsn: str
+) -> None:
+    first = PostgresJournal(postgres_dsn, batch="shared")
+    assert await saved_in(sim, tmp_path / "machine-a", first) == len(PROMPTS)
+    downloads = sim.counters.downloads
+    # Another machine does not see the first one's disk.
+    (tmp_path / "machine-a").rename(tmp_path / "elsewhere")
+    later = PostgresJournal(postgres_dsn, batch="shared")
+    async with fast_client(sim) as client:
+        stream = client.generate_many(PROMPTS, save_to=tmp_path / "machine-b", journal=later)
+        outcomes = [outcome async for outcome in stream]
+    assert {outcome.resumed_from for outcome in outcomes} == {"saved"}
+    assert all(outcome.path and outcome.path.parent.name == "machine-a" for outcome in outcomes)
+    assert sim.counters.downloads == downloads  # nothing fetched again
+    assert not (tmp_path / "machine-b").exists() or not any((tmp_path / "machine-b").iterdir())
