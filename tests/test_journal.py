@@ -67,14 +67,19 @@ async def test_rerunning_a_finished_batch_sends_no_create_and_no_download(
 
 
 async def test_a_saved_file_that_went_missing_is_downloaded_again_not_recreated(
-    client: NanoBanana, sim: Simulator, tmp_path: Path, journal_backend: JournalBackend
+    client: NanoBanana, sim: Simulator, tmp_path: Path
 ) -> None:
-    """Deleting an image and rerunning fetches it again from its task: one download, no create."""
-    first = await _run(client, tmp_path, PROMPTS[:3], journal_backend)
+    """Deleting an image and rerunning fetches it again from its task: one download, no create.
+
+    (A shared journal's saved image may be on another worker's machine, so it
+    is not fetched again: test_postgres_journal.py tests that side.)
+    """
+    backend = JournalBackend("sqlite")
+    first = await _run(client, tmp_path, PROMPTS[:3], backend)
     lost = first[1].path
     assert lost is not None
     lost.unlink()
-    second = await _run(client, tmp_path, PROMPTS[:3], journal_backend)
+    second = await _run(client, tmp_path, PROMPTS[:3], backend)
     assert second[1].ok
     png_size(lost.read_bytes())
     assert sim.counters.creates == 3
