@@ -243,3 +243,8 @@ def test_a_postgresql_option_without_a_postgresql_journal_is_refused(
     result = run_refused(tmp_path, "run", str(EXAMPLE_PROMPTS), "--out", out, *options)
     line = assert_refused(result, named, "PostgreSQL journal (--journal postgresql://...)")
     assert "Traceback" not in line
+
+
+def test_journal_with_a_batch_name_for_a_sqlite_journal_is_refused(tmp_path: Path) -> None:
+    result = run_cli("journal", str(tmp_path), "--batch", "nightly")
+    assert_refused(result, "--batch names a batch in a PostgreSQL journal")

@@ -57,6 +57,11 @@ def _brief(entry: JournalEntry) -> dict[str, Any]:
 def _read(args: argparse.Namespace) -> tuple[str, Iterable[JournalEntry], PostgresBatch | None]:
     """Where the journal is (as shown), its rows, and for PostgreSQL the whole batch."""
     if not PostgresJournal.is_url(args.target):
+        if args.batch:
+            raise JournalError(
+                "--batch names a batch in a PostgreSQL journal (postgresql://...); "
+                "a SQLite journal holds one batch"
+            )
         path = resolve_journal(args.target)
         return str(path), read_journal(path), None
     if not args.batch:
