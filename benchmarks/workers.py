@@ -15,7 +15,6 @@ PostgreSQL server is the test suite's own (``tests/pg_server.py``), on
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import subprocess
@@ -25,42 +24,17 @@ import time
 from pathlib import Path
 
 from tests.pg_server import running_server
+from tests.test_cli import simulator_process
 
 TIMEOUT = 600.0
-
-
-def start_simulator(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
-    ready = folder / "ready.json"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "nanobanana_async.testing",
-            "--latency",
-            "fast",
-            "--api-key",
-            "bench-key",
-            "--ready-file",
-            str(ready),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            raise RuntimeError("the simulator did not start")
-        time.sleep(0.05)
-    time.sleep(0.1)
-    return process, json.loads(ready.read_text())["base_url"]
+API_KEY = "bench-key"
 
 
 def run_side(
     base_url: str, prompts: Path, work: Path, *, workers: int, concurrency: int, dsn: str | None
 ) -> float:
     """Seconds from the first start to the last exit, all prompts saved."""
-    env = {"NANOBANANA_BASE_URL": base_url, "NANOBANANA_API_KEY": "bench-key", "PATH": ""}
+    env = {"NANOBANANA_BASE_URL": base_url, "NANOBANANA_API_KEY": API_KEY, "PATH": ""}
     batch = f"b{time.monotonic_ns()}"
     started = time.monotonic()
     procs = []
@@ -92,10 +66,10 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="nanobanana-bench-workers-"))
     prompts = home / "prompts.txt"
     prompts.write_text("".join(f"a quiet street, variant {n}\n" for n in range(args.prompts)))
-    simulator, base_url = start_simulator(home)
     rates: dict[str, list[float]] = {"workers": [], "one": [], "one-pg": []}
     try:
-        with running_server() as server:
+        simulator = simulator_process(home / "simulator", API_KEY, latency="fast")
+        with simulator as base_url, running_server() as server:
             for pair in range(args.pairs):
                 sides = [
                     ("workers", args.workers, args.concurrency, True),
@@ -117,8 +91,6 @@ def main() -> None:
                     rates[name].append(args.prompts / took)
                     print(f"pair {pair}: {name:8} {args.prompts / took:7.1f} images/s", flush=True)
     finally:
-        simulator.kill()
-        simulator.wait(timeout=10)
         shutil.rmtree(home, ignore_errors=True)
     ratios = [w / o for w, o in zip(rates["workers"], rates["one"], strict=True)]
     print(
